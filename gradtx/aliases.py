@@ -1,0 +1,305 @@
+"""Popular optimizers, each a short :class:`~gradtx.chain` of transformations.
+
+An alias is itself a value: ``adamw(learning_rate=1e-3)`` prints, compares and
+serializes as ``adamw`` with its arguments, while its state and updates are
+exactly those of the chain returned by :meth:`Alias.expand`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from gradtx import checks
+from gradtx.base import (
+    OptState,
+    Params,
+    ScalarOrSchedule,
+    Transformation,
+    Updates,
+    hyperparameter,
+    static_field,
+    value_class,
+)
+from gradtx.combine import chain
+from gradtx.transforms.adam import scale_by_adam
+from gradtx.transforms.momentum import trace
+from gradtx.transforms.scale import identity, scale_by_learning_rate
+from gradtx.transforms.weight_decay import add_decayed_weights
+
+
+class Alias(Transformation):
+    """An optimizer defined as a chain; init and update delegate to it."""
+
+    def expand(self) -> chain:
+        """Returns the chain of transformations this optimizer stands for."""
+        raise NotImplementedError
+
+    def init(self, params: Params) -> OptState:
+        return self.expand().init(params)
+
+    def update(
+        self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]:
+        return self.expand().update(updates, state, params, **extra_args)
+
+
+def _is_nonzero(value: Any) -> bool:
+    """Whether a weight decay is (possibly) non-zero; traced values count as non-zero."""
+    if callable(value):
+        return True
+    concrete = checks.concrete_value(value)
+    return concrete is None or bool(np.any(concrete != 0))
+
+
+@value_class
+class sgd(Alias):  # noqa: N801 - Optax's name
+    """Stochastic gradient descent, with optional momentum and L2 weight decay.
+
+    Update rule (torch.optim.SGD's)::
+
+        g <- g + weight_decay * p          (if weight_decay != 0)
+        m <- g + momentum * m              (if momentum is not None)
+        u <- -learning_rate * m            (or the Nesterov form of m)
+
+    The chain is ``[add_decayed_weights(weight_decay)] -> [trace(momentum,
+    nesterov)] -> scale_by_learning_rate(learning_rate)``; the weight-decay step
+    is left out when ``weight_decay`` is zero, so ``update`` then needs no params.
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      momentum: the momentum coefficient, or None for plain SGD.
+      nesterov: use Nesterov momentum.
+      weight_decay: L2 penalty coefficient added to the gradient before
+        momentum (the classic momentum-with-weight-decay optimizer), >= 0.
+
+    Raises:
+      ValueError: if a hyperparameter is out of range.
+
+    References:
+      Robbins & Monro, *A Stochastic Approximation Method*, 1951. Sutskever et
+      al., *On the importance of initialization and momentum in deep
+      learning*, 2013.
+
+    Example:
+      >>> import gradtx
+      >>> gradtx.sgd(0.1, momentum=0.9)
+      sgd(learning_rate=0.1, momentum=0.9)
+    """
+
+    learning_rate: ScalarOrSchedule = hyperparameter()
+    momentum: jax.typing.ArrayLike | None = hyperparameter(None)
+    nesterov: bool = static_field(False)
+    weight_decay: ScalarOrSchedule = hyperparameter(0.0)
+    # Fixed at construction: whether the chain has a weight-decay step, so the
+    # state structure does not depend on whether weight_decay is traced.
+    has_weight_decay: bool = dataclasses.field(
+        init=False, repr=False, metadata={"gradtx_static": True}
+    )
+
+    def __post_init__(self) -> None:
+        checks.check_number("learning_rate", self.learning_rate, low=0.0)
+        checks.check_number("momentum", self.momentum, low=0.0)
+        checks.check_number("weight_decay", self.weight_decay, low=0.0)
+        object.__setattr__(self, "has_weight_decay", _is_nonzero(self.weight_decay))
+
+    def expand(self) -> chain:
+        members: list[Transformation] = []
+        if self.has_weight_decay:
+            members.append(add_decayed_weights(self.weight_decay))
+        if self.momentum is None:
+            members.append(identity())
+        else:
+            members.append(trace(decay=self.momentum, nesterov=self.nesterov))
+        members.append(scale_by_learning_rate(self.learning_rate))
+        return chain(*members)
+
+
+@value_class
+class adam(Alias):  # noqa: N801
+    """Adam: ``scale_by_adam`` followed by ``scale_by_learning_rate``.
+
+    Update rule: see :class:`~gradtx.scale_by_adam`; then
+    ``u <- -learning_rate(t) * u``.
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: added to the denominator outside the square root, >= 0.
+      eps_root: added inside the square root, >= 0.
+      mu_dtype: storage dtype of the first moment.
+      nesterov: use Nesterov momentum (this is NAdam).
+
+    Raises:
+      ValueError: if a hyperparameter is out of range.
+
+    References:
+      Kingma & Ba, *Adam: A Method for Stochastic Optimization*, 2014,
+      https://arxiv.org/abs/1412.6980
+
+    Example:
+      >>> import gradtx
+      >>> gradtx.adam(1e-3)
+      adam(learning_rate=0.001, b1=0.9, b2=0.999, eps=1e-08)
+    """
+
+    learning_rate: ScalarOrSchedule = hyperparameter()
+    b1: jax.typing.ArrayLike = hyperparameter(0.9, shown=True)
+    b2: jax.typing.ArrayLike = hyperparameter(0.999, shown=True)
+    eps: jax.typing.ArrayLike = hyperparameter(1e-8, shown=True)
+    eps_root: jax.typing.ArrayLike = hyperparameter(0.0)
+    mu_dtype: str | None = static_field(None)
+    nesterov: bool = static_field(False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        self.expand()  # validates every argument with its own name
+
+    def expand(self) -> chain:
+        return chain(
+            scale_by_adam(
+                self.b1, self.b2, self.eps, self.eps_root, self.mu_dtype, nesterov=self.nesterov
+            ),
+            scale_by_learning_rate(self.learning_rate),
+        )
+
+
+@value_class
+class adamw(Alias):  # noqa: N801
+    """AdamW: Adam with decoupled weight decay.
+
+    Update rule: ``u <- -learning_rate(t) * (adam_update + weight_decay * p)``,
+    the decay applied to the leaves ``mask`` selects. The chain is
+    ``scale_by_adam -> add_decayed_weights -> scale_by_learning_rate``.
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: added to the denominator outside the square root, >= 0.
+      eps_root: added inside the square root, >= 0.
+      mu_dtype: storage dtype of the first moment.
+      weight_decay: decoupled weight-decay coefficient (or schedule), >= 0.
+      mask: which leaves to decay (see :class:`~gradtx.add_decayed_weights`).
+      nesterov: use Nesterov momentum (this is NAdamW).
+
+    Raises:
+      ValueError: if a hyperparameter is out of range.
+
+    References:
+      Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, 2019,
+      https://arxiv.org/abs/1711.05101
+
+    Example:
+      >>> import gradtx
+      >>> gradtx.adamw(1e-3, weight_decay=0.01)
+      adamw(learning_rate=0.001, b1=0.9, b2=0.999, eps=1e-08, weight_decay=0.01)
+    """
+
+    learning_rate: ScalarOrSchedule = hyperparameter()
+    b1: jax.typing.ArrayLike = hyperparameter(0.9, shown=True)
+    b2: jax.typing.ArrayLike = hyperparameter(0.999, shown=True)
+    eps: jax.typing.ArrayLike = hyperparameter(1e-8, shown=True)
+    eps_root: jax.typing.ArrayLike = hyperparameter(0.0)
+    mu_dtype: str | None = static_field(None)
+    weight_decay: ScalarOrSchedule = hyperparameter(1e-4, shown=True)
+    mask: Any = static_field(None)
+    nesterov: bool = static_field(False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask", add_decayed_weights(0.0, self.mask).mask)
+        self.expand()
+
+    def expand(self) -> chain:
+        return chain(
+            scale_by_adam(
+                self.b1, self.b2, self.eps, self.eps_root, self.mu_dtype, nesterov=self.nesterov
+            ),
+            add_decayed_weights(self.weight_decay, self.mask),
+            scale_by_learning_rate(self.learning_rate),
+        )
+
+
+@value_class
+class nadam(Alias):  # noqa: N801
+    """NAdam: Adam with Nesterov momentum (``adam(..., nesterov=True)``).
+
+    Update rule: see :class:`~gradtx.scale_by_adam` with ``nesterov=True``.
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: added to the denominator outside the square root, >= 0.
+      eps_root: added inside the square root, >= 0.
+      mu_dtype: storage dtype of the first moment.
+
+    Raises:
+      ValueError: if a hyperparameter is out of range.
+
+    References:
+      Dozat, *Incorporating Nesterov Momentum into Adam*, 2016,
+      https://openreview.net/pdf?id=OM0jvwB8jIp57ZJjtNEZ
+    """
+
+    learning_rate: ScalarOrSchedule = hyperparameter()
+    b1: jax.typing.ArrayLike = hyperparameter(0.9, shown=True)
+    b2: jax.typing.ArrayLike = hyperparameter(0.999, shown=True)
+    eps: jax.typing.ArrayLike = hyperparameter(1e-8, shown=True)
+    eps_root: jax.typing.ArrayLike = hyperparameter(0.0)
+    mu_dtype: str | None = static_field(None)
+
+    def __post_init__(self) -> None:
+        self.expand()
+
+    def expand(self) -> chain:
+        return adam(
+            self.learning_rate, self.b1, self.b2, self.eps, self.eps_root, self.mu_dtype,
+            nesterov=True,
+        ).expand()
+
+
+@value_class
+class nadamw(Alias):  # noqa: N801
+    """NAdamW: AdamW with Nesterov momentum (``adamw(..., nesterov=True)``).
+
+    Update rule: see :class:`~gradtx.adamw` and :class:`~gradtx.scale_by_adam`.
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: added to the denominator outside the square root, >= 0.
+      eps_root: added inside the square root, >= 0.
+      mu_dtype: storage dtype of the first moment.
+      weight_decay: decoupled weight-decay coefficient (or schedule), >= 0.
+      mask: which leaves to decay.
+
+    Raises:
+      ValueError: if a hyperparameter is out of range.
+
+    References:
+      Dozat, 2016; Loshchilov & Hutter, 2019.
+    """
+
+    learning_rate: ScalarOrSchedule = hyperparameter()
+    b1: jax.typing.ArrayLike = hyperparameter(0.9, shown=True)
+    b2: jax.typing.ArrayLike = hyperparameter(0.999, shown=True)
+    eps: jax.typing.ArrayLike = hyperparameter(1e-8, shown=True)
+    eps_root: jax.typing.ArrayLike = hyperparameter(0.0)
+    mu_dtype: str | None = static_field(None)
+    weight_decay: ScalarOrSchedule = hyperparameter(1e-4, shown=True)
+    mask: Any = static_field(None)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask", add_decayed_weights(0.0, self.mask).mask)
+        self.expand()
+
+    def expand(self) -> chain:
+        return adamw(
+            self.learning_rate, self.b1, self.b2, self.eps, self.eps_root, self.mu_dtype,
+            self.weight_decay, self.mask, nesterov=True,
+        ).expand()

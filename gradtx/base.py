@@ -1,0 +1,282 @@
+"""The transformation contract and the machinery that makes optimizers values.
+
+Every transformation and schedule in gradtx is a frozen dataclass registered as a
+JAX pytree. Numeric hyperparameters are pytree leaves, so they can be traced by
+``jax.jit``, batched by ``jax.vmap`` and differentiated by ``jax.grad``; structural
+options (dtypes, booleans, masks) are static and live in the tree definition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
+
+import jax
+import numpy as np
+
+PyTree = Any
+Params = PyTree
+Updates = PyTree
+OptState = PyTree
+
+_STATIC = "gradtx_static"
+_SHOWN = "gradtx_shown"
+
+ValueT = TypeVar("ValueT", bound="Value")
+
+
+class EmptyState(NamedTuple):
+    """State of a transformation that keeps none."""
+
+
+@runtime_checkable
+class GradientTransformation(Protocol):
+    """The Optax contract: a pure ``init``/``update`` pair.
+
+    Anything with these two methods is accepted by :func:`gradtx.chain`, by
+    ``optax.chain``, by Flax's ``TrainState`` and by ``nnx.Optimizer``.
+    """
+
+    def init(self, params: Params) -> OptState:
+        """Returns the initial state for ``params``."""
+        ...
+
+    def update(
+        self,
+        updates: Updates,
+        state: OptState,
+        params: Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[Updates, OptState]:
+        """Transforms ``updates`` and returns them with the new state."""
+        ...
+
+
+def hyperparameter(
+    default: Any = dataclasses.MISSING, *, shown: bool | None = None, kw_only: bool = False
+) -> Any:
+    """Declares a numeric hyperparameter: a pytree leaf (or a nested schedule).
+
+    Args:
+      default: the default value, if any.
+      shown: whether ``repr`` always prints the field. By default a field is
+        printed when it has no default or its value differs from the default.
+      kw_only: whether the field is keyword-only in the constructor.
+
+    Returns:
+      A ``dataclasses.field``.
+    """
+    return dataclasses.field(
+        default=default, kw_only=kw_only, metadata={_STATIC: False, _SHOWN: shown}
+    )
+
+
+def static_field(
+    default: Any = dataclasses.MISSING, *, shown: bool | None = None, kw_only: bool = False
+) -> Any:
+    """Declares a structural option: kept in the tree definition, never traced.
+
+    Args:
+      default: the default value, if any.
+      shown: as for :func:`hyperparameter`.
+      kw_only: whether the field is keyword-only in the constructor.
+
+    Returns:
+      A ``dataclasses.field``.
+    """
+    return dataclasses.field(
+        default=default, kw_only=kw_only, metadata={_STATIC: True, _SHOWN: shown}
+    )
+
+
+def _is_opaque(value: Any) -> bool:
+    """A plain callable (a user's lambda schedule or mask) cannot be a leaf."""
+    return callable(value) and not isinstance(value, Value)
+
+
+def _comparable(value: Any) -> Any:
+    """A hashable stand-in for a field value, so arrays compare by content."""
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            "a gradtx transformation holding traced hyperparameters cannot be "
+            "compared or hashed; compare it outside jax.jit/vmap/grad"
+        )
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        array = np.asarray(value)
+        return ("array", array.dtype.str, array.shape, array.tobytes())
+    if isinstance(value, tuple):
+        return tuple(_comparable(item) for item in value)
+    return value
+
+
+class Value:
+    """Base of every gradtx transformation and schedule.
+
+    Subclasses are declared with :func:`value_class`. They compare and hash by
+    the values of their fields, print like the call that built them and are JAX
+    pytrees whose numeric hyperparameters are leaves.
+    """
+
+    def _comparison_key(self) -> tuple[Any, ...]:
+        return tuple(
+            _comparable(getattr(self, field.name)) for field in dataclasses.fields(self)
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(self) is not type(other):
+            return NotImplemented
+        assert isinstance(other, Value)
+        return self._comparison_key() == other._comparison_key()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._comparison_key()))
+
+    def __repr__(self) -> str:
+        arguments = []
+        for field in dataclasses.fields(self):
+            if not field.init or not field.repr:
+                continue
+            value = getattr(self, field.name)
+            shown = field.metadata.get(_SHOWN)
+            if shown is None:
+                shown = field.default is dataclasses.MISSING or not _equal(
+                    value, field.default
+                )
+            if shown:
+                arguments.append(f"{field.name}={_format(value)}")
+        return f"{type(self).__name__}({', '.join(arguments)})"
+
+
+def _equal(value: Any, default: Any) -> bool:
+    try:
+        return bool(_comparable(value) == _comparable(default))
+    except TypeError:
+        return False
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, dict):
+        items = ", ".join(f"{_format(k)}: {_format(v)}" for k, v in value.items())
+        return "{" + items + "}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_format(item) for item in value) + ("," if len(value) == 1 else "") + ")"
+    return repr(value)
+
+
+def value_class(cls: type[ValueT]) -> type[ValueT]:
+    """Makes ``cls`` a frozen dataclass and registers it as a JAX pytree.
+
+    Fields declared with :func:`hyperparameter` become pytree leaves unless they
+    hold a plain Python callable (which cannot be traced and so is kept static);
+    fields declared with :func:`static_field` are always static.
+
+    Args:
+      cls: a subclass of :class:`Value`.
+
+    Returns:
+      The same class, now a frozen dataclass and a registered pytree node.
+    """
+    cls = dataclasses.dataclass(frozen=True, repr=False, eq=False)(cls)
+    fields = dataclasses.fields(cls)
+    leaf_names = tuple(f.name for f in fields if not f.metadata.get(_STATIC, False))
+    static_names = tuple(f.name for f in fields if f.metadata.get(_STATIC, False))
+
+    def flatten_with_keys(obj: Any) -> tuple[list[tuple[Any, Any]], Any]:
+        children, child_names, opaque = [], [], []
+        for name in leaf_names:
+            value = obj.__dict__[name]
+            if _is_opaque(value):
+                opaque.append((name, value))
+            else:
+                children.append((jax.tree_util.GetAttrKey(name), value))
+                child_names.append(name)
+        static = tuple((name, obj.__dict__[name]) for name in static_names)
+        return children, (tuple(child_names), tuple(opaque), static)
+
+    def flatten(obj: Any) -> tuple[list[Any], Any]:
+        keyed, aux = flatten_with_keys(obj)
+        return [value for _, value in keyed], aux
+
+    def unflatten(aux: Any, children: Any) -> Any:
+        # Bypasses __init__: leaves may be tracers or placeholders during tree
+        # operations, and validation belongs to construction by the user.
+        child_names, opaque, static = aux
+        obj = object.__new__(cls)
+        for name, value in zip(child_names, children):
+            object.__setattr__(obj, name, value)
+        for name, value in opaque + static:
+            object.__setattr__(obj, name, value)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+    return cls
+
+
+class Transformation(Value):
+    """Base of every gradtx gradient transformation (the Optax contract)."""
+
+    def init(self, params: Params) -> OptState:
+        """Returns the initial optimizer state for ``params``.
+
+        Args:
+          params: the parameter pytree the optimizer will update.
+
+        Returns:
+          The initial state.
+        """
+        raise NotImplementedError
+
+    def update(
+        self,
+        updates: Updates,
+        state: OptState,
+        params: Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[Updates, OptState]:
+        """Transforms ``updates`` and advances ``state``.
+
+        Args:
+          updates: the gradients (or updates from a previous transformation).
+          state: the state returned by ``init`` or by a previous ``update``.
+          params: the current parameters; needed by some transformations.
+          **extra_args: ignored by built-in transformations, accepted for Optax
+            compatibility.
+
+        Returns:
+          A pair of the transformed updates and the new state.
+        """
+        raise NotImplementedError
+
+
+class Schedule(Value):
+    """Base of every gradtx schedule: a callable from step count to value."""
+
+    def __call__(self, count: jax.typing.ArrayLike) -> jax.Array:
+        """Returns the scheduled value at step ``count``."""
+        raise NotImplementedError
+
+
+@runtime_checkable
+class ScheduleLike(Protocol):
+    """Any callable from a step count to a value, gradtx's or a user's."""
+
+    def __call__(self, count: jax.typing.ArrayLike) -> jax.typing.ArrayLike: ...
+
+
+ScalarOrSchedule = jax.typing.ArrayLike | ScheduleLike
+
+__all__ = [
+    "EmptyState",
+    "GradientTransformation",
+    "OptState",
+    "Params",
+    "ScalarOrSchedule",
+    "Schedule",
+    "ScheduleLike",
+    "Transformation",
+    "Updates",
+    "Value",
+    "hyperparameter",
+    "static_field",
+    "value_class",
+]

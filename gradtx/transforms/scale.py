@@ -1,0 +1,141 @@
+"""Scaling transformations: identity, a fixed scale, the learning rate."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import checks, numerics
+from gradtx.base import (
+    EmptyState,
+    OptState,
+    Params,
+    ScalarOrSchedule,
+    Transformation,
+    Updates,
+    hyperparameter,
+    static_field,
+    value_class,
+)
+
+
+class ScaleByLearningRateState(NamedTuple):
+    """State of :class:`scale_by_learning_rate`.
+
+    Attributes:
+      count: int32 number of updates applied so far (the schedule's step).
+    """
+
+    count: jax.Array
+
+
+def evaluate(value: ScalarOrSchedule, count: jax.Array) -> Any:
+    """A hyperparameter's value at step ``count``: calls it if it is a schedule."""
+    return value(count) if callable(value) else value
+
+
+@value_class
+class identity(Transformation):  # noqa: N801 - Optax's name, so ported code works
+    """Leaves updates unchanged.
+
+    Update rule: ``u <- u``.
+
+    Example:
+      >>> import gradtx, jax.numpy as jnp
+      >>> gradtx.identity().update(jnp.ones(2), gradtx.EmptyState())[0]
+      Array([1., 1.], dtype=float32)
+    """
+
+    def init(self, params: Params) -> OptState:
+        del params
+        return EmptyState()
+
+    def update(
+        self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]:
+        del params, extra_args
+        return updates, state
+
+
+@value_class
+class scale(Transformation):  # noqa: N801
+    """Multiplies updates by a fixed factor.
+
+    Update rule: ``u <- step_size * u``.
+
+    Args:
+      step_size: the factor (any real number; negative flips the sign).
+
+    Example:
+      >>> import gradtx, jax.numpy as jnp
+      >>> gradtx.scale(-0.5).update(jnp.ones(2), gradtx.EmptyState())[0]
+      Array([-0.5, -0.5], dtype=float32)
+    """
+
+    step_size: jax.typing.ArrayLike = hyperparameter()
+
+    def __post_init__(self) -> None:
+        checks.check_number("step_size", self.step_size)
+
+    def init(self, params: Params) -> OptState:
+        del params
+        return EmptyState()
+
+    def update(
+        self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]:
+        del params, extra_args
+        return jax.tree.map(lambda u: _scaled(u, self.step_size), updates), state
+
+
+def _scaled(update: jax.Array, factor: Any) -> jax.Array:
+    # The factor is cast to the update's dtype so bf16 updates stay bf16.
+    return jnp.asarray(factor).astype(update.dtype) * update
+
+
+@value_class
+class scale_by_learning_rate(Transformation):  # noqa: N801
+    """Scales updates by the (negated) learning rate.
+
+    Update rule, with ``t`` the step count: ``u <- -lr(t) * u`` (or ``+lr(t) * u``
+    when ``flip_sign`` is False). The state always carries ``count``, so a
+    constant learning rate can be swapped for a schedule without changing the
+    state's structure.
+
+    Args:
+      learning_rate: a non-negative number or a schedule (a callable from the
+        step count to the learning rate).
+      flip_sign: negate the learning rate, turning gradients into descent
+        directions (the default, as in Optax).
+
+    Raises:
+      ValueError: if a numeric ``learning_rate`` is negative.
+
+    Example:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.scale_by_learning_rate(0.1)
+      >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
+      Array([-0.1, -0.1], dtype=float32)
+    """
+
+    learning_rate: ScalarOrSchedule = hyperparameter()
+    flip_sign: bool = static_field(True, kw_only=True)
+
+    def __post_init__(self) -> None:
+        checks.check_number("learning_rate", self.learning_rate, low=0.0)
+
+    def init(self, params: Params) -> OptState:
+        del params
+        return ScaleByLearningRateState(count=numerics.zero_count())
+
+    def update(
+        self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]:
+        del params, extra_args
+        step_size = evaluate(self.learning_rate, state.count)
+        if self.flip_sign:
+            step_size = -jnp.asarray(step_size)
+        updates = jax.tree.map(lambda u: _scaled(u, step_size), updates)
+        return updates, ScaleByLearningRateState(count=numerics.safe_increment(state.count))

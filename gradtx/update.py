@@ -1,0 +1,40 @@
+"""Applying updates to parameters."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import checks
+from gradtx.base import Params, Updates
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """Adds ``updates`` to ``params``, keeping each parameter's dtype.
+
+    Update rule: ``p <- p + u``, computed in the promoted dtype and cast back
+    to ``p``'s dtype (so bf16 params stay bf16 even with f32 updates). Leaves
+    that are None in ``params`` stay None.
+
+    Args:
+      params: the parameter pytree.
+      updates: updates with the same structure (e.g. from ``tx.update``).
+
+    Returns:
+      The new parameters.
+
+    Raises:
+      ValueError: naming the first key path where the trees differ.
+
+    Example:
+      >>> import gradtx, jax.numpy as jnp
+      >>> gradtx.apply_updates({"w": jnp.ones(2)}, {"w": jnp.full(2, -0.5)})
+      {'w': Array([0.5, 0.5], dtype=float32)}
+    """
+    checks.check_trees_match(updates, params, tree_name="updates", reference_name="parameters")
+    return jax.tree.map(
+        lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
+        params,
+        updates,
+        is_leaf=lambda x: x is None,
+    )
