@@ -27,7 +27,7 @@ class constant_schedule(Schedule):  # noqa: N801 - Optax's name
 
     Example:
       >>> import gradtx
-      >>> float(gradtx.constant_schedule(0.1)(1000))
+      >>> round(float(gradtx.constant_schedule(0.1)(1000)), 6)
       0.1
     """
 
@@ -110,7 +110,7 @@ class cosine_decay_schedule(Schedule):  # noqa: N801
 
     Example:
       >>> import gradtx
-      >>> float(gradtx.cosine_decay_schedule(1.0, decay_steps=100)(50))
+      >>> round(float(gradtx.cosine_decay_schedule(1.0, decay_steps=100)(50)), 6)
       0.5
     """
 

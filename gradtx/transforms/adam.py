@@ -71,7 +71,8 @@ class scale_by_adam(Transformation):  # noqa: N801 - Optax's name
     Example:
       >>> import gradtx, jax.numpy as jnp
       >>> tx = gradtx.scale_by_adam()
-      >>> tx.update(jnp.array([2.0, -3.0]), tx.init(jnp.zeros(2)))[0]
+      >>> updates, state = tx.update(jnp.array([2.0, -3.0]), tx.init(jnp.zeros(2)))
+      >>> updates.round(4)  # the first step has magnitude 1 whatever the gradient's
       Array([ 1., -1.], dtype=float32)
     """
 
