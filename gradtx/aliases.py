@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from gradtx import checks
+from gradtx import checks, numerics
 from gradtx.base import (
     OptState,
     Params,
@@ -156,6 +156,7 @@ class adam(Alias):  # noqa: N801
     nesterov: bool = static_field(False, kw_only=True)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
         self.expand()  # validates every argument with its own name
 
     def expand(self) -> chain:
@@ -211,6 +212,7 @@ class adamw(Alias):  # noqa: N801
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mask", add_decayed_weights(0.0, self.mask).mask)
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
         self.expand()
 
     def expand(self) -> chain:
@@ -253,6 +255,7 @@ class nadam(Alias):  # noqa: N801
     mu_dtype: str | None = static_field(None)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
         self.expand()
 
     def expand(self) -> chain:
@@ -296,6 +299,7 @@ class nadamw(Alias):  # noqa: N801
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mask", add_decayed_weights(0.0, self.mask).mask)
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
         self.expand()
 
     def expand(self) -> chain:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 PARAMS_REQUIRED = (
@@ -21,7 +22,8 @@ def _concrete(value: Any) -> np.ndarray | None:
         array = np.asarray(value)
     except (TypeError, ValueError, jax.errors.ConcretizationTypeError) as error:
         raise TypeError(f"expected a number or an array, got {value!r}") from error
-    if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+    # jnp.issubdtype knows ml_dtypes (bfloat16, float8...), np.issubdtype does not.
+    if array.dtype == object or not jnp.issubdtype(array.dtype, jnp.number):
         if array.dtype != np.bool_:
             raise TypeError(f"expected a number or an array, got {value!r}")
     return array
@@ -110,7 +112,7 @@ def check_trees_match(
     for path in reference_paths:
         if path not in tree_keys:
             raise ValueError(
-                f"{path} is missing from the {tree_name} (the {reference_name} has it)"
+                f"{path} is missing from the {tree_name} (it is in the {reference_name})"
             )
     for path in tree_paths:
         if path not in reference_keys:

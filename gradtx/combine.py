@@ -33,10 +33,10 @@ class foreign(Transformation):  # noqa: N801
     transformation: Any = static_field()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.transformation, GradientTransformation):
+        if not _is_transformation(self.transformation):
             raise TypeError(
                 "transformation must have init and update methods, got "
-                f"{self.transformation!r}"
+                f"{self.transformation!r}{_instance_hint(self.transformation)}"
             )
 
     def init(self, params: Params) -> OptState:
@@ -52,6 +52,18 @@ class foreign(Transformation):  # noqa: N801
 
     def __repr__(self) -> str:
         return repr(self.transformation)
+
+
+def _is_transformation(candidate: Any) -> bool:
+    # A class such as gradtx.adam has init and update too, but only as unbound
+    # methods; accepting it would fail later, far from the mistake.
+    return isinstance(candidate, GradientTransformation) and not isinstance(candidate, type)
+
+
+def _instance_hint(candidate: Any) -> str:
+    if isinstance(candidate, type):
+        return f" (a class: did you mean {candidate.__name__}(...)?)"
+    return ""
 
 
 def _takes_extra_args(update: Any) -> bool:
@@ -84,17 +96,26 @@ class chain(Transformation):  # noqa: N801 - Optax's name
 
     transforms: tuple[Transformation, ...] = dataclasses.field(default=())
 
-    def __init__(self, *transforms: Any) -> None:
+    def __init__(self, *transforms: Any, **fields: Any) -> None:
+        if fields:
+            # dataclasses.replace(a_chain, transforms=...) passes the field by name.
+            if transforms or set(fields) != {"transforms"}:
+                raise TypeError(
+                    "chain takes transformations as positional arguments (or only "
+                    f"transforms=... by name), got keyword arguments {sorted(fields)}"
+                )
+            transforms = tuple(fields["transforms"])
         members = []
         for position, member in enumerate(transforms):
             if isinstance(member, Transformation):
                 members.append(member)
-            elif isinstance(member, GradientTransformation):
+            elif _is_transformation(member):
                 members.append(foreign(member))
             else:
                 raise TypeError(
                     f"chain argument {position} must be a gradient transformation "
                     f"(with init and update methods), got {member!r}"
+                    f"{_instance_hint(member)}"
                 )
         object.__setattr__(self, "transforms", tuple(members))
 

@@ -46,9 +46,9 @@ class scale_by_adam(Transformation):  # noqa: N801 - Optax's name
         nu_hat = nu / (1 - b2**t)
         u <- mu_hat / (sqrt(nu_hat + eps_root) + eps)
 
-    The moments may be stored in a lower precision (``mu_dtype``, ``nu_dtype``);
-    they are computed in the gradient's precision and the returned updates are
-    in the gradient's dtype.
+    The moments may be stored in another precision (``mu_dtype``, ``nu_dtype``);
+    they are computed in the wider of the gradient's and the storage dtype and
+    the returned updates are in the gradient's dtype.
 
     Args:
       b1: decay of the first moment, in [0, 1).
@@ -110,8 +110,13 @@ class scale_by_adam(Transformation):  # noqa: N801 - Optax's name
         b1, b2 = self.b1, self.b2
 
         def leaf(g: jax.Array, mu: jax.Array, nu: jax.Array) -> tuple[jax.Array, ...]:
-            mu = (1 - b1) * g + b1 * mu
-            nu = (1 - b2) * numerics.abs_sq(g) + b2 * nu
+            # Moments stored in another dtype than the gradient's are updated in
+            # the wider of the two, or the decays would be rounded to the storage
+            # dtype (in bfloat16, b1 = 0.9 is 0.8984375 and b2 = 0.999 is 1).
+            mu = mu.astype(jnp.promote_types(g.dtype, mu.dtype))
+            nu = nu.astype(jnp.promote_types(g.dtype, nu.dtype))
+            mu = (1 - b1) * g.astype(mu.dtype) + b1 * mu
+            nu = (1 - b2) * numerics.abs_sq(g.astype(nu.dtype)) + b2 * nu
             if self.nesterov:
                 mu_hat = b1 * numerics.bias_correction(
                     mu, b1, numerics.safe_increment(count)
@@ -122,13 +127,12 @@ class scale_by_adam(Transformation):  # noqa: N801 - Optax's name
             update = mu_hat / (jnp.sqrt(nu_hat + self.eps_root) + self.eps)
             return update.astype(g.dtype), mu, nu
 
-        triples = jax.tree.map(leaf, updates, state.mu, state.nu)
-        is_triple = lambda x: isinstance(x, tuple)  # noqa: E731
-        new_updates = jax.tree.map(lambda t: t[0], triples, is_leaf=is_triple)
-        mu = jax.tree.map(
-            lambda t, old: t[1].astype(old.dtype), triples, state.mu, is_leaf=is_triple
-        )
-        nu = jax.tree.map(
-            lambda t, old: t[2].astype(old.dtype), triples, state.nu, is_leaf=is_triple
-        )
+        # Flattened rather than mapped: a per-leaf tuple result could not be told
+        # apart from tuple containers in the parameter tree itself.
+        gradients, treedef = jax.tree.flatten(updates)
+        old_mu, old_nu = treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu)
+        results = [leaf(g, m, n) for g, m, n in zip(gradients, old_mu, old_nu)]
+        new_updates = treedef.unflatten([update for update, _, _ in results])
+        mu = treedef.unflatten([m.astype(old.dtype) for (_, m, _), old in zip(results, old_mu)])
+        nu = treedef.unflatten([n.astype(old.dtype) for (_, _, n), old in zip(results, old_nu)])
         return new_updates, ScaleByAdamState(count=count, mu=mu, nu=nu)

@@ -43,6 +43,7 @@ class trace(Transformation):  # noqa: N801 - Optax's name
       decay: the momentum coefficient, >= 0 (usually 0.9).
       nesterov: use Nesterov's accelerated gradient.
       accumulator_dtype: dtype of the stored trace; None keeps the params'.
+        The trace is updated in the wider of this and the gradient's dtype.
 
     Raises:
       ValueError: if ``decay`` is negative.
@@ -85,7 +86,7 @@ class trace(Transformation):  # noqa: N801 - Optax's name
         checks.check_trees_match(
             updates, state.trace, tree_name="gradients", reference_name="optimizer state"
         )
-        new_trace = jax.tree.map(lambda g, t: g + self.decay * t, updates, state.trace)
+        new_trace = jax.tree.map(self._accumulate, updates, state.trace)
         if self.nesterov:
             out = jax.tree.map(lambda g, t: g + self.decay * t, updates, new_trace)
         else:
@@ -95,3 +96,10 @@ class trace(Transformation):  # noqa: N801 - Optax's name
             lambda t, old: t.astype(old.dtype), new_trace, state.trace
         )
         return out, TraceState(trace=new_trace)
+
+    def _accumulate(self, g: jax.Array, stored: jax.Array) -> jax.Array:
+        # A trace stored in another dtype than the gradient's is updated in the
+        # wider of the two, or the decay would be rounded to the storage dtype
+        # (in bfloat16, 0.9 is 0.8984375).
+        dtype = jnp.promote_types(g.dtype, stored.dtype)
+        return g.astype(dtype) + self.decay * stored.astype(dtype)
