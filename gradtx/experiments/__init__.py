@@ -1,0 +1,1 @@
+"""Training, sweeping and meta-learning programs behind the ``gradtx`` command."""
