@@ -163,7 +163,7 @@ def _format(value: Any) -> str:
     return repr(value)
 
 
-def value_class(cls: type[ValueT]) -> type[ValueT]:
+def value_class(cls: type[ValueT] | None = None, *, pytree: bool = True) -> Any:
     """Makes ``cls`` a frozen dataclass and registers it as a JAX pytree.
 
     Fields declared with :func:`hyperparameter` become pytree leaves unless they
@@ -172,11 +172,19 @@ def value_class(cls: type[ValueT]) -> type[ValueT]:
 
     Args:
       cls: a subclass of :class:`Value`.
+      pytree: register the class as a pytree node. A value with nothing to
+        trace (such as :class:`gradtx.path_mask`) is better left a leaf: Optax
+        recognises a callable mask by its leaves being callable.
 
     Returns:
-      The same class, now a frozen dataclass and a registered pytree node.
+      The same class, now a frozen dataclass (and a registered pytree node);
+      used as ``@value_class(pytree=False)``, a decorator doing that.
     """
+    if cls is None:
+        return lambda later: value_class(later, pytree=pytree)
     cls = dataclasses.dataclass(frozen=True, repr=False, eq=False)(cls)
+    if not pytree:
+        return cls
     fields = dataclasses.fields(cls)
     leaf_names = tuple(f.name for f in fields if not f.metadata.get(_STATIC, False))
     static_names = tuple(f.name for f in fields if f.metadata.get(_STATIC, False))

@@ -56,7 +56,7 @@ class FrozenTree:
         return repr(self.tree)
 
 
-@value_class
+@value_class(pytree=False)
 class path_mask(Value):  # noqa: N801 - named like the other gradtx values
     """Selects parameters by regular expressions over their paths: a mask value.
 
