@@ -27,6 +27,17 @@ from gradtx.tasks.base import Task
 from gradtx.update import apply_updates
 
 
+# Hyperparameters that live in (0, 1): tuned in logit space so they stay there.
+UNIT_INTERVAL = frozenset({"b1", "b2", "momentum", "decay", "decay_rate"})
+
+
+def search_space(path: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """``(to_value, from_value)``: sigmoid/logit for (0, 1) hyperparameters, else exp/log."""
+    if path.split(".")[-1] in UNIT_INTERVAL:
+        return jax.nn.sigmoid, lambda v: jnp.log(v) - jnp.log1p(-v)
+    return jnp.exp, jnp.log
+
+
 @dataclasses.dataclass(frozen=True)
 class TuneResult:
     """Outcome of :func:`tune_hyperparameter`.
@@ -87,11 +98,13 @@ def tune_hyperparameter(
     eval_seeds: int = 4,
     progress: Callable[[int, float, float], None] | None = None,
 ) -> TuneResult:
-    """Learns a positive hyperparameter of ``tx`` on ``task``'s validation loss.
+    """Learns a hyperparameter of ``tx`` on ``task``'s validation loss.
 
-    The hyperparameter is optimised in log space with Adam (so it stays
-    positive and steps are relative); each meta-step averages the
-    hypergradient over ``seeds`` fresh initialisations and data orders.
+    The hyperparameter is optimised with Adam in log space (so it stays
+    positive and steps are relative), or in logit space for those that live in
+    (0, 1) (``b1``, ``b2``, ``momentum``, ``decay``, ``decay_rate``); each
+    meta-step averages the hypergradient over ``seeds`` fresh initialisations
+    and data orders.
 
     Args:
       task: the task (its ``validation_loss`` is the meta-objective).
@@ -99,7 +112,7 @@ def tune_hyperparameter(
       path: dotted path of the hyperparameter (e.g. ``learning_rate``).
       unroll: training steps differentiated through.
       meta_steps: hypergradient steps.
-      meta_learning_rate: Adam step size on the log of the hyperparameter.
+      meta_learning_rate: Adam step size in the search space (log or logit).
       seeds: runs averaged per meta-step.
       eval_seeds: held-out seeds on which initial and learned values are
         compared at the end (rounded up to a multiple of ``seeds``).
@@ -110,15 +123,18 @@ def tune_hyperparameter(
 
     Raises:
       ValueError: if ``path`` is not a hyperparameter of ``tx`` or its value
-        is not a positive number.
+        is outside its search space ((0, 1) or (0, inf)).
     """
     initial = float(np.asarray(get_leaf(tx, path)))
-    if not initial > 0:
-        raise ValueError(f"{path} must be a positive number to be tuned in log space, got {initial}")
+    to_value, from_value = search_space(path)
+    unit = path.split(".")[-1] in UNIT_INTERVAL
+    if not (0 < initial < 1 if unit else initial > 0):
+        interval = "(0, 1)" if unit else "(0, inf)"
+        raise ValueError(f"{path} must be in {interval} to be tuned, got {initial}")
     objective = unrolled_validation_loss(task, unroll)
 
-    def meta_loss(log_value: jax.Array, keys: jax.Array) -> jax.Array:
-        candidate = set_leaf(tx, path, jnp.exp(log_value))
+    def meta_loss(position: jax.Array, keys: jax.Array) -> jax.Array:
+        candidate = set_leaf(tx, path, to_value(position))
         losses = jax.vmap(objective, in_axes=(None, 0))(candidate, keys)
         return jnp.mean(losses)
 
@@ -126,26 +142,26 @@ def tune_hyperparameter(
     # the unrolled program is compiled once.
     loss_and_grad = jax.jit(jax.value_and_grad(meta_loss))
     meta_tx = adam(meta_learning_rate)
-    log_value = jnp.log(jnp.asarray(initial, jnp.float32))
-    meta_state = meta_tx.init(log_value)
+    position = from_value(jnp.asarray(initial, jnp.float32))
+    meta_state = meta_tx.init(position)
 
     history, losses = [initial], []
     for step in range(meta_steps):
-        value, grad = loss_and_grad(log_value, seed_keys(seeds, base_seed=1000 + step))
+        value, grad = loss_and_grad(position, seed_keys(seeds, base_seed=1000 + step))
         # A diverged unroll gives a NaN hypergradient: step back towards
         # smaller values instead of poisoning the search.
         grad = jnp.where(jnp.isfinite(grad), grad, 1.0)
         updates, meta_state = meta_tx.update(grad, meta_state)
-        log_value = apply_updates(log_value, updates)
-        history.append(float(jnp.exp(log_value)))
+        position = apply_updates(position, updates)
+        history.append(float(to_value(position)))
         losses.append(float(value))
         if progress is not None:
             progress(step, history[-1], losses[-1])
 
-    def held_out_loss(log_value: jax.Array) -> float:
+    def held_out_loss(position: jax.Array) -> float:
         rounds = max(1, -(-eval_seeds // seeds))
         return float(np.mean([
-            loss_and_grad(log_value, seed_keys(seeds, base_seed=999_999 + r))[0]
+            loss_and_grad(position, seed_keys(seeds, base_seed=999_999 + r))[0]
             for r in range(rounds)
         ]))
 
@@ -155,6 +171,6 @@ def tune_hyperparameter(
         learned_value=history[-1],
         history=history,
         meta_losses=losses,
-        initial_validation_loss=held_out_loss(jnp.log(jnp.asarray(initial, jnp.float32))),
-        learned_validation_loss=held_out_loss(log_value),
+        initial_validation_loss=held_out_loss(from_value(jnp.asarray(initial, jnp.float32))),
+        learned_validation_loss=held_out_loss(position),
     )

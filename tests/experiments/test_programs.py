@@ -95,3 +95,13 @@ def test_hypergradient_matches_finite_differences(regression_task):
     h = 1e-3
     numeric = (loss_of(lr + h) - loss_of(lr - h)) / (2 * h)
     np.testing.assert_allclose(float(analytic), float(numeric), rtol=1e-2)
+
+
+def test_unit_interval_hyperparameters_are_tuned_in_logit_space(regression_task):
+    result = tune_hyperparameter(regression_task, gradtx.sgd(0.01, momentum=0.5),
+                                 path="momentum", unroll=10, meta_steps=8,
+                                 meta_learning_rate=1.0, seeds=1, eval_seeds=1)
+    assert all(0 < value < 1 for value in result.history)
+    assert result.learned_value > 0.5  # more momentum helps a too-small learning rate
+    with pytest.raises(ValueError, match=r"momentum must be in \(0, 1\) to be tuned, got 1.0"):
+        tune_hyperparameter(regression_task, gradtx.sgd(0.01, momentum=1.0), path="momentum")
