@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _digits import batches, load, parse_args
 from flax.training import train_state
 from tqdm import tqdm
 
 import gradtx
-from _digits import batches, load, parse_args
 
 BATCH_SIZE = 32
 

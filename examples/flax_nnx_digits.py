@@ -14,11 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _digits import batches, load, parse_args
 from flax import nnx
 from tqdm import tqdm
 
 import gradtx
-from _digits import batches, load, parse_args
 
 BATCH_SIZE = 32
 

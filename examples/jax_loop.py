@@ -16,10 +16,10 @@ import time
 
 import jax
 import numpy as np
+from _digits import accuracy, batches, cross_entropy, init_mlp, load, parse_args
 from tqdm import tqdm
 
 import gradtx
-from _digits import accuracy, batches, cross_entropy, init_mlp, load, parse_args
 
 BATCH_SIZE = 32
 compile_count = 0  # incremented while the step is traced, i.e. once per compilation

@@ -16,10 +16,10 @@ import time
 
 import jax
 import numpy as np
+from _digits import accuracy, batches, cross_entropy, init_mlp, load, parse_args
 from tqdm import tqdm
 
 import gradtx
-from _digits import accuracy, batches, cross_entropy, init_mlp, load, parse_args
 
 MICRO_BATCH = 8
 ACCUMULATION_STEPS = 4  # an effective batch of 32

@@ -91,9 +91,9 @@ class sgd(Alias):  # noqa: N801 - Optax's name
     """
 
     learning_rate: ScalarOrSchedule = hyperparameter()
-    momentum: jax.typing.ArrayLike | None = hyperparameter(None)
-    nesterov: bool = static_field(False)
-    weight_decay: ScalarOrSchedule = hyperparameter(0.0)
+    momentum: jax.typing.ArrayLike | None = hyperparameter(default=None)
+    nesterov: bool = static_field(default=False)
+    weight_decay: ScalarOrSchedule = hyperparameter(default=0.0)
     # Fixed at construction: whether the chain has a weight-decay step, so the
     # state structure does not depend on whether weight_decay is traced.
     has_weight_decay: bool = dataclasses.field(
@@ -148,12 +148,12 @@ class adam(Alias):  # noqa: N801
     """
 
     learning_rate: ScalarOrSchedule = hyperparameter()
-    b1: jax.typing.ArrayLike = hyperparameter(0.9, shown=True)
-    b2: jax.typing.ArrayLike = hyperparameter(0.999, shown=True)
-    eps: jax.typing.ArrayLike = hyperparameter(1e-8, shown=True)
-    eps_root: jax.typing.ArrayLike = hyperparameter(0.0)
-    mu_dtype: str | None = static_field(None)
-    nesterov: bool = static_field(False, kw_only=True)
+    b1: jax.typing.ArrayLike = hyperparameter(default=0.9, shown=True)
+    b2: jax.typing.ArrayLike = hyperparameter(default=0.999, shown=True)
+    eps: jax.typing.ArrayLike = hyperparameter(default=1e-8, shown=True)
+    eps_root: jax.typing.ArrayLike = hyperparameter(default=0.0)
+    mu_dtype: str | None = static_field(default=None)
+    nesterov: bool = static_field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
@@ -201,14 +201,14 @@ class adamw(Alias):  # noqa: N801
     """
 
     learning_rate: ScalarOrSchedule = hyperparameter()
-    b1: jax.typing.ArrayLike = hyperparameter(0.9, shown=True)
-    b2: jax.typing.ArrayLike = hyperparameter(0.999, shown=True)
-    eps: jax.typing.ArrayLike = hyperparameter(1e-8, shown=True)
-    eps_root: jax.typing.ArrayLike = hyperparameter(0.0)
-    mu_dtype: str | None = static_field(None)
-    weight_decay: ScalarOrSchedule = hyperparameter(1e-4, shown=True)
-    mask: Any = static_field(None)
-    nesterov: bool = static_field(False, kw_only=True)
+    b1: jax.typing.ArrayLike = hyperparameter(default=0.9, shown=True)
+    b2: jax.typing.ArrayLike = hyperparameter(default=0.999, shown=True)
+    eps: jax.typing.ArrayLike = hyperparameter(default=1e-8, shown=True)
+    eps_root: jax.typing.ArrayLike = hyperparameter(default=0.0)
+    mu_dtype: str | None = static_field(default=None)
+    weight_decay: ScalarOrSchedule = hyperparameter(default=1e-4, shown=True)
+    mask: Any = static_field(default=None)
+    nesterov: bool = static_field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mask", add_decayed_weights(0.0, self.mask).mask)
@@ -248,11 +248,11 @@ class nadam(Alias):  # noqa: N801
     """
 
     learning_rate: ScalarOrSchedule = hyperparameter()
-    b1: jax.typing.ArrayLike = hyperparameter(0.9, shown=True)
-    b2: jax.typing.ArrayLike = hyperparameter(0.999, shown=True)
-    eps: jax.typing.ArrayLike = hyperparameter(1e-8, shown=True)
-    eps_root: jax.typing.ArrayLike = hyperparameter(0.0)
-    mu_dtype: str | None = static_field(None)
+    b1: jax.typing.ArrayLike = hyperparameter(default=0.9, shown=True)
+    b2: jax.typing.ArrayLike = hyperparameter(default=0.999, shown=True)
+    eps: jax.typing.ArrayLike = hyperparameter(default=1e-8, shown=True)
+    eps_root: jax.typing.ArrayLike = hyperparameter(default=0.0)
+    mu_dtype: str | None = static_field(default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
@@ -289,13 +289,13 @@ class nadamw(Alias):  # noqa: N801
     """
 
     learning_rate: ScalarOrSchedule = hyperparameter()
-    b1: jax.typing.ArrayLike = hyperparameter(0.9, shown=True)
-    b2: jax.typing.ArrayLike = hyperparameter(0.999, shown=True)
-    eps: jax.typing.ArrayLike = hyperparameter(1e-8, shown=True)
-    eps_root: jax.typing.ArrayLike = hyperparameter(0.0)
-    mu_dtype: str | None = static_field(None)
-    weight_decay: ScalarOrSchedule = hyperparameter(1e-4, shown=True)
-    mask: Any = static_field(None)
+    b1: jax.typing.ArrayLike = hyperparameter(default=0.9, shown=True)
+    b2: jax.typing.ArrayLike = hyperparameter(default=0.999, shown=True)
+    eps: jax.typing.ArrayLike = hyperparameter(default=1e-8, shown=True)
+    eps_root: jax.typing.ArrayLike = hyperparameter(default=0.0)
+    mu_dtype: str | None = static_field(default=None)
+    weight_decay: ScalarOrSchedule = hyperparameter(default=1e-4, shown=True)
+    mask: Any = static_field(default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mask", add_decayed_weights(0.0, self.mask).mask)

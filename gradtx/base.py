@@ -9,7 +9,9 @@ options (dtypes, booleans, masks) are static and live in the tree definition.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol, TypeVar, overload, runtime_checkable
 
 import jax
 import numpy as np
@@ -159,10 +161,32 @@ def _format(value: Any) -> str:
         items = ", ".join(f"{_format(k)}: {_format(v)}" for k, v in value.items())
         return "{" + items + "}"
     if isinstance(value, tuple):
-        return "(" + ", ".join(_format(item) for item in value) + ("," if len(value) == 1 else "") + ")"
+        trailing = "," if len(value) == 1 else ""
+        return "(" + ", ".join(_format(item) for item in value) + trailing + ")"
     return repr(value)
 
 
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # Python 3.10: type checkers only; no runtime effect either way.
+
+    def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
+        return lambda decorator: decorator
+
+
+@overload
+def value_class(cls: type[ValueT], *, pytree: bool = True) -> type[ValueT]: ...
+
+
+@overload
+def value_class(
+    cls: None = None, *, pytree: bool = True
+) -> Callable[[type[ValueT]], type[ValueT]]: ...
+
+
+@dataclass_transform(
+    frozen_default=True, field_specifiers=(hyperparameter, static_field, dataclasses.field)
+)
 def value_class(cls: type[ValueT] | None = None, *, pytree: bool = True) -> Any:
     """Makes ``cls`` a frozen dataclass and registers it as a JAX pytree.
 

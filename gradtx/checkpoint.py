@@ -392,7 +392,9 @@ def _read_payload(path: pathlib.Path) -> dict[str, Any]:
     try:
         content = msgpack.unpackb(payload, raw=False)
     except (ValueError, msgpack.UnpackException) as error:
-        raise CheckpointError(f"{path} is corrupted: its payload cannot be decoded ({error})")
+        raise CheckpointError(
+            f"{path} is corrupted: its payload cannot be decoded ({error})"
+        ) from None
     expected = {"step": int, "config": str, "tx": str, "params": list, "state": list}
     if not isinstance(content, Mapping) or any(
         not isinstance(content.get(key), kind) for key, kind in expected.items()

@@ -70,7 +70,8 @@ def check_number(
         ok &= array <= high if high_inclusive else array < high
     ok &= ~np.isnan(array.astype(np.float64))
     if not np.all(ok):
-        raise ValueError(f"{name} must be {_describe(low, high, low_inclusive, high_inclusive)}, got {value!r}")
+        expected = _describe(low, high, low_inclusive, high_inclusive)
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def _describe(

@@ -124,7 +124,7 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise ConfigError(
                 f"{name}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"
             ) from None
-        except _DuplicateKey as error:
+        except _DuplicateKeyError as error:
             raise ConfigError(f"{name}: invalid JSON: {error}") from None
     else:
         try:
@@ -144,7 +144,7 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return config
 
 
-class _DuplicateKey(ValueError):
+class _DuplicateKeyError(ValueError):
     """A JSON object with the same key twice (``json`` keeps the last silently)."""
 
 
@@ -152,7 +152,7 @@ def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _DuplicateKey(f"found the key {key!r} twice in one object")
+            raise _DuplicateKeyError(f"found the key {key!r} twice in one object")
         result[key] = value
     return result
 

@@ -89,8 +89,8 @@ class path_mask(Value):  # noqa: N801 - named like the other gradtx values
       >>> tx = gradtx.adamw(1e-3, weight_decay=0.1, mask=mask)
     """
 
-    include: tuple[str, ...] = static_field(())
-    exclude: tuple[str, ...] = static_field(())
+    include: tuple[str, ...] = static_field(default=())
+    exclude: tuple[str, ...] = static_field(default=())
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "include", _patterns("include", self.include))

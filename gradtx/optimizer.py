@@ -183,7 +183,7 @@ class Optimizer:
           AttributeError: if the optimizer has no single ``learning_rate`` field.
         """
         try:
-            value = getattr(_locate(self._tx, "learning_rate"), "learning_rate")
+            value = _locate(self._tx, "learning_rate").learning_rate
         except ValueError as error:
             raise AttributeError(str(error)) from None
         if callable(value):

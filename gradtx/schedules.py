@@ -66,7 +66,7 @@ class linear_schedule(Schedule):  # noqa: N801
     init_value: jax.typing.ArrayLike = hyperparameter()
     end_value: jax.typing.ArrayLike = hyperparameter()
     transition_steps: jax.typing.ArrayLike = hyperparameter()
-    transition_begin: jax.typing.ArrayLike = hyperparameter(0)
+    transition_begin: jax.typing.ArrayLike = hyperparameter(default=0)
 
     def __post_init__(self) -> None:
         checks.check_number("init_value", self.init_value)
@@ -116,8 +116,8 @@ class cosine_decay_schedule(Schedule):  # noqa: N801
 
     init_value: jax.typing.ArrayLike = hyperparameter()
     decay_steps: jax.typing.ArrayLike = hyperparameter()
-    alpha: jax.typing.ArrayLike = hyperparameter(0.0)
-    exponent: jax.typing.ArrayLike = hyperparameter(1.0)
+    alpha: jax.typing.ArrayLike = hyperparameter(default=0.0)
+    exponent: jax.typing.ArrayLike = hyperparameter(default=1.0)
 
     def __post_init__(self) -> None:
         checks.check_number("init_value", self.init_value)
@@ -175,8 +175,8 @@ class warmup_cosine_decay_schedule(Schedule):  # noqa: N801
     peak_value: jax.typing.ArrayLike = hyperparameter()
     warmup_steps: jax.typing.ArrayLike = hyperparameter()
     decay_steps: jax.typing.ArrayLike = hyperparameter()
-    end_value: jax.typing.ArrayLike = hyperparameter(0.0)
-    exponent: jax.typing.ArrayLike = hyperparameter(1.0)
+    end_value: jax.typing.ArrayLike = hyperparameter(default=0.0)
+    exponent: jax.typing.ArrayLike = hyperparameter(default=1.0)
 
     def __post_init__(self) -> None:
         checks.check_number("init_value", self.init_value)
@@ -232,7 +232,7 @@ class piecewise_constant_schedule(Schedule):  # noqa: N801
     """
 
     init_value: jax.typing.ArrayLike = hyperparameter()
-    boundaries_and_scales: Any = hyperparameter(None)
+    boundaries_and_scales: Any = hyperparameter(default=None)
 
     def __post_init__(self) -> None:
         checks.check_number("init_value", self.init_value)
@@ -372,9 +372,9 @@ class exponential_decay(Schedule):  # noqa: N801
     init_value: jax.typing.ArrayLike = hyperparameter()
     transition_steps: jax.typing.ArrayLike = hyperparameter()
     decay_rate: jax.typing.ArrayLike = hyperparameter()
-    transition_begin: jax.typing.ArrayLike = hyperparameter(0)
-    staircase: bool = static_field(False)
-    end_value: jax.typing.ArrayLike | None = hyperparameter(None)
+    transition_begin: jax.typing.ArrayLike = hyperparameter(default=0)
+    staircase: bool = static_field(default=False)
+    end_value: jax.typing.ArrayLike | None = hyperparameter(default=None)
 
     def __post_init__(self) -> None:
         checks.check_number("init_value", self.init_value)

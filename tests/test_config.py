@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from config_examples import DECAY, EXAMPLES
 
 import gradtx
 from gradtx import registry
-from config_examples import DECAY, EXAMPLES
 from gradtx.config import ConfigError
 
 # Collected at import, before any test or doctest registers a class of its own.

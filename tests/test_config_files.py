@@ -120,6 +120,7 @@ def test_an_unserializable_optimizer_writes_no_file(tmp_path):
 
 def test_strings_that_look_like_numbers_stay_strings_in_yaml(tmp_path):
     path = tmp_path / "mask.yaml"
-    tx = gradtx.add_decayed_weights(0.1, mask=gradtx.path_mask(include=["1e-3", "2", "true", "null"]))
+    mask = gradtx.path_mask(include=["1e-3", "2", "true", "null"])
+    tx = gradtx.add_decayed_weights(0.1, mask=mask)
     gradtx.save_config(tx, path)
     assert gradtx.load_config(path) == tx

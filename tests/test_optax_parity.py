@@ -118,7 +118,7 @@ def run_both(gradtx_tx: Any, optax_tx: Any, dtype: Any, *, traced: bool = False)
     carry = (params, gradtx_tx.init(params), params, optax_tx.init(params))
     outputs = []
     for index in range(STEPS):
-        carry, output = call(carry, jax.tree.map(lambda g: g[index], gradients))
+        carry, output = call(carry, jax.tree.map(lambda g, i=index: g[i], gradients))
         outputs.append(output)
     stacked = jax.tree.map(lambda *steps: np.stack(steps), *outputs)
     return Run(*stacked, carry[1], carry[3])

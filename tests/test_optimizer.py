@@ -139,7 +139,7 @@ def test_learning_rate_of_a_chain_member():
 def test_learning_rate_is_missing_when_the_optimizer_has_none():
     opt = gradtx.Optimizer(gradtx.chain(gradtx.scale(-0.1)), make_params())
     with pytest.raises(AttributeError, match="has no hyperparameter 'learning_rate'"):
-        opt.learning_rate
+        _ = opt.learning_rate
 
 
 def test_set_hyperparams_rejects_an_unknown_name_listing_the_fields():

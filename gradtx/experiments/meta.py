@@ -26,7 +26,6 @@ from gradtx.experiments.training import seed_keys
 from gradtx.tasks.base import Task
 from gradtx.update import apply_updates
 
-
 # Hyperparameters that live in (0, 1): tuned in logit space so they stay there.
 UNIT_INTERVAL = frozenset({"b1", "b2", "momentum", "decay", "decay_rate"})
 

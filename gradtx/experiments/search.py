@@ -61,7 +61,9 @@ def _number(text: str, expression: str, form: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{expression!r}: {text.strip()!r} is not a number; expected {form}") from None
+        raise ValueError(
+            f"{expression!r}: {text.strip()!r} is not a number; expected {form}"
+        ) from None
     if not math.isfinite(value):
         raise ValueError(f"{expression!r}: {text.strip()!r} is not finite; expected {form}")
     return value
@@ -73,7 +75,9 @@ def _split_path(expression: str, form: str) -> tuple[str, str]:
     if not separator or not rest.strip():
         raise ValueError(f"{expression!r} is not of the form {form}")
     if not _PATH.match(path):
-        raise ValueError(f"{expression!r}: {path!r} is not a dotted hyperparameter path; expected {form}")
+        raise ValueError(
+            f"{expression!r}: {path!r} is not a dotted hyperparameter path; expected {form}"
+        )
     return path, rest.strip()
 
 

@@ -29,7 +29,8 @@ class SweepResult:
 
     def ranking(self, higher_is_better: bool) -> list[int]:
         """Trial indices from best to worst; diverged trials last."""
-        keyed = np.where(np.isfinite(self.scores), self.scores, -np.inf if higher_is_better else np.inf)
+        worst = -np.inf if higher_is_better else np.inf
+        keyed = np.where(np.isfinite(self.scores), self.scores, worst)
         order = np.argsort(-keyed if higher_is_better else keyed, kind="stable")
         return [int(i) for i in order]
 

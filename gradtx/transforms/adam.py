@@ -76,13 +76,13 @@ class scale_by_adam(Transformation):  # noqa: N801 - Optax's name
       Array([ 1., -1.], dtype=float32)
     """
 
-    b1: jax.typing.ArrayLike = hyperparameter(0.9, shown=True)
-    b2: jax.typing.ArrayLike = hyperparameter(0.999, shown=True)
-    eps: jax.typing.ArrayLike = hyperparameter(1e-8, shown=True)
-    eps_root: jax.typing.ArrayLike = hyperparameter(0.0)
-    mu_dtype: str | None = static_field(None)
-    nu_dtype: str | None = static_field(None)
-    nesterov: bool = static_field(False, kw_only=True)
+    b1: jax.typing.ArrayLike = hyperparameter(default=0.9, shown=True)
+    b2: jax.typing.ArrayLike = hyperparameter(default=0.999, shown=True)
+    eps: jax.typing.ArrayLike = hyperparameter(default=1e-8, shown=True)
+    eps_root: jax.typing.ArrayLike = hyperparameter(default=0.0)
+    mu_dtype: str | None = static_field(default=None)
+    nu_dtype: str | None = static_field(default=None)
+    nesterov: bool = static_field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         checks.check_number("b1", self.b1, low=0.0, high=1.0, high_inclusive=False)

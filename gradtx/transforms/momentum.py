@@ -63,8 +63,8 @@ class trace(Transformation):  # noqa: N801 - Optax's name
     """
 
     decay: jax.typing.ArrayLike = hyperparameter(shown=True)
-    nesterov: bool = static_field(False)
-    accumulator_dtype: str | None = static_field(None)
+    nesterov: bool = static_field(default=False)
+    accumulator_dtype: str | None = static_field(default=None)
 
     def __post_init__(self) -> None:
         checks.check_number("decay", self.decay, low=0.0)

@@ -121,7 +121,7 @@ class scale_by_learning_rate(Transformation):  # noqa: N801
     """
 
     learning_rate: ScalarOrSchedule = hyperparameter()
-    flip_sign: bool = static_field(True, kw_only=True)
+    flip_sign: bool = static_field(default=True, kw_only=True)
 
     def __post_init__(self) -> None:
         checks.check_number("learning_rate", self.learning_rate, low=0.0)

@@ -61,8 +61,8 @@ class add_decayed_weights(Transformation):  # noqa: N801 - Optax's name
       Array([0.1, 0.2], dtype=float32)
     """
 
-    weight_decay: ScalarOrSchedule = hyperparameter(0.0, shown=True)
-    mask: Any = static_field(None)
+    weight_decay: ScalarOrSchedule = hyperparameter(default=0.0, shown=True)
+    mask: Any = static_field(default=None)
 
     def __post_init__(self) -> None:
         checks.check_number("weight_decay", self.weight_decay, low=0.0)

@@ -36,12 +36,12 @@ def test_cartpole_step_matches_reference_dynamics():
 
 def test_a_balancing_controller_survives_and_pushing_one_way_fails():
     def survive(policy):
-        state, steps = jnp.zeros(4) + 0.01, 0
-        for steps in range(1, cartpole.MAX_STEPS + 1):
+        state = jnp.zeros(4) + 0.01
+        for step in range(1, cartpole.MAX_STEPS + 1):
             state, failed = cartpole.step(state, policy(state))
             if failed:
-                break
-        return steps
+                return step
+        return cartpole.MAX_STEPS
 
     # Push towards where the pole is falling (angle plus angular velocity).
     assert survive(lambda s: jnp.asarray(int(s[2] + 0.5 * s[3] > 0))) == cartpole.MAX_STEPS
