@@ -18,6 +18,7 @@ from gradtx.checkpoint import (
 from gradtx.combine import chain, foreign
 from gradtx.config import ConfigError, from_config, to_config
 from gradtx.config_files import load_config, save_config
+from gradtx.fused import fused_apply
 from gradtx.masks import path_mask
 from gradtx.optimizer import Optimizer
 from gradtx.registry import register
@@ -72,6 +73,7 @@ __all__ = [
     "exponential_decay",
     "foreign",
     "from_config",
+    "fused_apply",
     "hyperparams",
     "identity",
     "join_schedules",
