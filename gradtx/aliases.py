@@ -118,8 +118,28 @@ class sgd(Alias):  # noqa: N801 - Optax's name
         return chain(*members)
 
 
+@value_class(pytree=False)
+class _AdamFamily(Alias):
+    """The arguments every Adam-family alias shares, in Optax's order.
+
+    A dataclass base only (subclasses are the registered pytrees); its
+    ``__post_init__`` normalizes ``mu_dtype`` and validates through ``expand``.
+    """
+
+    learning_rate: ScalarOrSchedule = hyperparameter()
+    b1: jax.typing.ArrayLike = hyperparameter(default=0.9, shown=True)
+    b2: jax.typing.ArrayLike = hyperparameter(default=0.999, shown=True)
+    eps: jax.typing.ArrayLike = hyperparameter(default=1e-8, shown=True)
+    eps_root: jax.typing.ArrayLike = hyperparameter(default=0.0)
+    mu_dtype: str | None = static_field(default=None)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
+        self.expand()  # validates every argument with its own name
+
+
 @value_class
-class adam(Alias):  # noqa: N801
+class adam(_AdamFamily):  # noqa: N801
     """Adam: ``scale_by_adam`` followed by ``scale_by_learning_rate``.
 
     Update rule: see :class:`~gradtx.scale_by_adam`; then
@@ -147,17 +167,7 @@ class adam(Alias):  # noqa: N801
       adam(learning_rate=0.001, b1=0.9, b2=0.999, eps=1e-08)
     """
 
-    learning_rate: ScalarOrSchedule = hyperparameter()
-    b1: jax.typing.ArrayLike = hyperparameter(default=0.9, shown=True)
-    b2: jax.typing.ArrayLike = hyperparameter(default=0.999, shown=True)
-    eps: jax.typing.ArrayLike = hyperparameter(default=1e-8, shown=True)
-    eps_root: jax.typing.ArrayLike = hyperparameter(default=0.0)
-    mu_dtype: str | None = static_field(default=None)
     nesterov: bool = static_field(default=False, kw_only=True)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
-        self.expand()  # validates every argument with its own name
 
     def expand(self) -> chain:
         return chain(
@@ -169,7 +179,7 @@ class adam(Alias):  # noqa: N801
 
 
 @value_class
-class adamw(Alias):  # noqa: N801
+class adamw(_AdamFamily):  # noqa: N801
     """AdamW: Adam with decoupled weight decay.
 
     Update rule: ``u <- -learning_rate(t) * (adam_update + weight_decay * p)``,
@@ -200,20 +210,13 @@ class adamw(Alias):  # noqa: N801
       adamw(learning_rate=0.001, b1=0.9, b2=0.999, eps=1e-08, weight_decay=0.01)
     """
 
-    learning_rate: ScalarOrSchedule = hyperparameter()
-    b1: jax.typing.ArrayLike = hyperparameter(default=0.9, shown=True)
-    b2: jax.typing.ArrayLike = hyperparameter(default=0.999, shown=True)
-    eps: jax.typing.ArrayLike = hyperparameter(default=1e-8, shown=True)
-    eps_root: jax.typing.ArrayLike = hyperparameter(default=0.0)
-    mu_dtype: str | None = static_field(default=None)
     weight_decay: ScalarOrSchedule = hyperparameter(default=1e-4, shown=True)
     mask: Any = static_field(default=None)
     nesterov: bool = static_field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mask", add_decayed_weights(0.0, self.mask).mask)
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
-        self.expand()
+        super().__post_init__()
 
     def expand(self) -> chain:
         return chain(
@@ -226,7 +229,7 @@ class adamw(Alias):  # noqa: N801
 
 
 @value_class
-class nadam(Alias):  # noqa: N801
+class nadam(_AdamFamily):  # noqa: N801
     """NAdam: Adam with Nesterov momentum (``adam(..., nesterov=True)``).
 
     Update rule: see :class:`~gradtx.scale_by_adam` with ``nesterov=True``.
@@ -247,16 +250,6 @@ class nadam(Alias):  # noqa: N801
       https://openreview.net/pdf?id=OM0jvwB8jIp57ZJjtNEZ
     """
 
-    learning_rate: ScalarOrSchedule = hyperparameter()
-    b1: jax.typing.ArrayLike = hyperparameter(default=0.9, shown=True)
-    b2: jax.typing.ArrayLike = hyperparameter(default=0.999, shown=True)
-    eps: jax.typing.ArrayLike = hyperparameter(default=1e-8, shown=True)
-    eps_root: jax.typing.ArrayLike = hyperparameter(default=0.0)
-    mu_dtype: str | None = static_field(default=None)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
-        self.expand()
 
     def expand(self) -> chain:
         return adam(
@@ -266,7 +259,7 @@ class nadam(Alias):  # noqa: N801
 
 
 @value_class
-class nadamw(Alias):  # noqa: N801
+class nadamw(_AdamFamily):  # noqa: N801
     """NAdamW: AdamW with Nesterov momentum (``adamw(..., nesterov=True)``).
 
     Update rule: see :class:`~gradtx.adamw` and :class:`~gradtx.scale_by_adam`.
@@ -288,19 +281,12 @@ class nadamw(Alias):  # noqa: N801
       Dozat, 2016; Loshchilov & Hutter, 2019.
     """
 
-    learning_rate: ScalarOrSchedule = hyperparameter()
-    b1: jax.typing.ArrayLike = hyperparameter(default=0.9, shown=True)
-    b2: jax.typing.ArrayLike = hyperparameter(default=0.999, shown=True)
-    eps: jax.typing.ArrayLike = hyperparameter(default=1e-8, shown=True)
-    eps_root: jax.typing.ArrayLike = hyperparameter(default=0.0)
-    mu_dtype: str | None = static_field(default=None)
     weight_decay: ScalarOrSchedule = hyperparameter(default=1e-4, shown=True)
     mask: Any = static_field(default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mask", add_decayed_weights(0.0, self.mask).mask)
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
-        self.expand()
+        super().__post_init__()
 
     def expand(self) -> chain:
         return adamw(

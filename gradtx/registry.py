@@ -137,6 +137,7 @@ def _register_builtins() -> None:
             if (
                 isinstance(obj, type)
                 and obj.__module__ == module.__name__
+                and not obj.__name__.startswith("_")  # private bases, e.g. _AdamFamily
                 and _is_value_class(obj)
                 and obj not in NOT_SERIALIZABLE
             ):
