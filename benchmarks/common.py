@@ -116,6 +116,24 @@ def dispatch_floor(params: Any, state: Any, grads: Any) -> Contender:
     return jax_contender("dispatch floor", lambda p, s, g: (p, s), params, state, grads)
 
 
+def bandwidth_probe(elements: int = TOTAL_PARAMS) -> Contender:
+    """The in-place ``x + y`` of :func:`in_place_bandwidth`, raced like a step.
+
+    Timed in alternation with the steps, it gives the bandwidth under the same
+    load: ``12 * elements / seconds`` bytes per second.
+    """
+    add = jax.jit(lambda x, y: x + y, donate_argnums=0)
+    box = {"x": jnp.ones(elements, jnp.float32)}
+    y = jnp.full(elements, 1e-7, jnp.float32)
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            box["x"] = add(box["x"], y)
+        box["x"].block_until_ready()
+
+    return Contender("in-place x + y", run)
+
+
 def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 

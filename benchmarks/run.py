@@ -64,7 +64,7 @@ def main() -> None:
     if "step" in sections:
         print("\n== step time, 10M f32 params, jit + donation (ms per step; ratio = fused / optax)")
         step_time.print_header()
-        report["step"] = step_time.run(args.quick, bandwidth)
+        report["step"] = step_time.run(args.quick)
     if "compile" in sections:
         print("\n== compile time of an AdamW step (trace + lower + compile, seconds)")
         report["compile"] = compile_time.run(args.quick)

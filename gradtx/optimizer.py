@@ -20,8 +20,8 @@ from gradtx import checkpoint, checks
 from gradtx.base import GradientTransformation, OptState, Params, Transformation, Updates
 from gradtx.combine import chain, foreign
 from gradtx.config import to_config
+from gradtx.fused import fused_apply
 from gradtx.state_lookup import hyperparams
-from gradtx.update import apply_updates
 
 _NOTHING_ACCUMULATED = (
     "step() has no gradients to apply: call accumulate(gradients) first, or pass "
@@ -97,8 +97,9 @@ class Optimizer:
             tx: Transformation, params: Params, state: OptState, gradients: Updates
         ) -> tuple[Params, OptState]:
             self._compile_count += 1  # runs only while tracing, i.e. once per compile
-            updates, state = tx.update(gradients, state, params)
-            return apply_updates(params, updates), state
+            # The one-pass native step where it applies (same results as
+            # tx.update + apply_updates); params and state are donated below.
+            return fused_apply(tx, params, state, gradients)
 
         def accumulate(buffer: Updates, gradients: Updates) -> Updates:
             checks.check_trees_match(

@@ -220,8 +220,9 @@ def _dispatched_asynchronously(count: jax.Array) -> jax.Array:
     inline, in the calling thread, and the model counts a custom call as free:
     a jitted step made of the kernel alone would block the Python thread for
     the whole update instead of being dispatched asynchronously like XLA's own
-    step (measured with 1,000 leaves: 19.8 ms per step inline, 16.4 ms
-    dispatched). Inside a larger program (a whole training step) this is moot.
+    step. Measured on AdamW with 10M parameters, per step: 4.1 ms inline, 3.7 ms
+    dispatched in 10 leaves; 16.4 ms and 11.7 ms in 1,000 leaves. Inside a
+    larger program (a whole training step) this is moot.
     """
     ramp = jnp.arange(2048, dtype=jnp.float32) * count.astype(jnp.float32)
     return count + (jnp.sum(ramp) * 0).astype(count.dtype)
