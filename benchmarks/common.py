@@ -93,22 +93,35 @@ def gradtx_fused(tx: Any, params: Any, grads: Any) -> Contender:
     )
 
 
-def gradtx_plain(tx: Any, params: Any, grads: Any) -> Contender:
+def plain_step(tx: Any) -> Callable:
+    """``(params, state, grads) -> (params, state)`` through ``tx.update`` + ``apply_updates``."""
+
     def step(p: Any, s: Any, g: Any) -> Any:
         updates, s = tx.update(g, s, p)
         return gradtx.apply_updates(p, updates), s
 
-    return jax_contender("gradtx update+apply", step, params, tx.init(params), grads)
+    return step
 
 
-def optax_step(tx: Any, params: Any, grads: Any) -> Contender:
+def optax_update_step(tx: Any) -> Callable:
+    """The same step for an Optax optimizer, with ``optax.apply_updates``."""
     import optax
 
     def step(p: Any, s: Any, g: Any) -> Any:
         updates, s = tx.update(g, s, p)
         return optax.apply_updates(p, updates), s
 
-    return jax_contender("optax", step, params, tx.init(params), grads)
+    return step
+
+
+def gradtx_plain(tx: Any, params: Any, grads: Any) -> Contender:
+    return jax_contender(
+        "gradtx update+apply", plain_step(tx), params, tx.init(params), grads
+    )
+
+
+def optax_step(tx: Any, params: Any, grads: Any) -> Contender:
+    return jax_contender("optax", optax_update_step(tx), params, tx.init(params), grads)
 
 
 def dispatch_floor(params: Any, state: Any, grads: Any) -> Contender:

@@ -41,18 +41,11 @@ def compile_seconds(step: Any, params: Any, state: Any) -> dict[str, float]:
 
 
 def measure(leaves: int) -> dict[str, Any]:
-    import optax
-
     params = {f"leaf{i:04d}": jax.ShapeDtypeStruct((1000,), jnp.float32) for i in range(leaves)}
     tx, otx = common.gradtx_optimizer("adamw"), common.optax_optimizer("adamw")
 
-    def optax_step(p: Any, s: Any, g: Any) -> Any:
-        updates, s = otx.update(g, s, p)
-        return optax.apply_updates(p, updates), s
-
-    def plain_step(p: Any, s: Any, g: Any) -> Any:
-        updates, s = tx.update(g, s, p)
-        return gradtx.apply_updates(p, updates), s
+    optax_step = common.optax_update_step(otx)
+    plain_step = common.plain_step(tx)
 
     row = {
         "leaves": leaves,

@@ -35,20 +35,13 @@ def analysis(step: Any, params: Any, state: Any) -> dict[str, int]:
 
 
 def run(leaves: int = 10) -> dict[str, Any]:
-    import optax
-
     shape = (common.TOTAL_PARAMS // leaves,)
     params = {f"leaf{i:04d}": jax.ShapeDtypeStruct(shape, jnp.float32) for i in range(leaves)}
     tx, otx = common.gradtx_optimizer("adamw"), common.optax_optimizer("adamw")
     needed = 4 * 4 * common.TOTAL_PARAMS  # params, grads, mu, nu
 
-    def optax_step(p: Any, s: Any, g: Any) -> Any:
-        updates, s = otx.update(g, s, p)
-        return optax.apply_updates(p, updates), s
-
-    def plain_step(p: Any, s: Any, g: Any) -> Any:
-        updates, s = tx.update(g, s, p)
-        return gradtx.apply_updates(p, updates), s
+    optax_step = common.optax_update_step(otx)
+    plain_step = common.plain_step(tx)
 
     results: dict[str, Any] = {"leaves": leaves, "params_grads_state_bytes": needed}
     print(f"{'step':22} {'peak MB':>8} {'temp MB':>8} {'peak / (params+grads+state)':>28}")
