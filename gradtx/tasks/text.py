@@ -141,5 +141,5 @@ def make_task() -> Task:
         steps=300,
         eval_every=30,
         train_score_name="train_perplexity",
-        validation_loss=lambda params: _sequence_loss(params, _fixed_windows(validation_ids)),
+        validation_loss=lambda params: _sequence_loss(params, validation_eval),
     )
