@@ -89,7 +89,10 @@ def jax_contender(name: str, step: Callable, params: Any, state: Any, grads: Any
 def gradtx_fused(tx: Any, params: Any, grads: Any) -> Contender:
     return jax_contender(
         "gradtx.fused_apply",
-        lambda p, s, g: gradtx.fused_apply(tx, p, s, g), params, tx.init(params), grads,
+        lambda p, s, g: gradtx.fused_apply(tx, p, s, g),
+        params,
+        tx.init(params),
+        grads,
     )
 
 
@@ -115,9 +118,7 @@ def optax_update_step(tx: Any) -> Callable:
 
 
 def gradtx_plain(tx: Any, params: Any, grads: Any) -> Contender:
-    return jax_contender(
-        "gradtx update+apply", plain_step(tx), params, tx.init(params), grads
-    )
+    return jax_contender("gradtx update+apply", plain_step(tx), params, tx.init(params), grads)
 
 
 def optax_step(tx: Any, params: Any, grads: Any) -> Contender:

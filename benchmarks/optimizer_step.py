@@ -27,10 +27,26 @@ import gradtx
 
 # name -> leaf shapes: a small MLP (overhead-dominated) and a ~4M-parameter one.
 SIZES: dict[str, list[tuple[int, ...]]] = {
-    "small (8 leaves, 68k params)": [(64, 256), (256,), (256, 128), (128,), (128, 64), (64,),
-                                      (64, 10), (10,)],
-    "large (8 leaves, 4.2M params)": [(512, 2048), (2048,), (2048, 1024), (1024,),
-                                       (1024, 512), (512,), (512, 10), (10,)],
+    "small (8 leaves, 68k params)": [
+        (64, 256),
+        (256,),
+        (256, 128),
+        (128,),
+        (128, 64),
+        (64,),
+        (64, 10),
+        (10,),
+    ],
+    "large (8 leaves, 4.2M params)": [
+        (512, 2048),
+        (2048,),
+        (2048, 1024),
+        (1024,),
+        (1024, 512),
+        (512,),
+        (512, 10),
+        (10,),
+    ],
 }
 
 
@@ -90,7 +106,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--steps", type=int, default=20, help="steps per timed block")
     parser.add_argument(
-        "--out", type=pathlib.Path,
+        "--out",
+        type=pathlib.Path,
         default=pathlib.Path(__file__).parent / "results" / "optimizer_step.json",
     )
     args = parser.parse_args()

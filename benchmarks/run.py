@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, no 3,000 leaves")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument(
-        "--out", type=pathlib.Path,
+        "--out",
+        type=pathlib.Path,
         default=pathlib.Path(__file__).parent / "results" / "performance.json",
     )
     args = parser.parse_args()

@@ -46,8 +46,7 @@ def _train_step(task):
     # The same step as gradtx.experiments.training.make_run, called from Python.
     def step(tx, params, state, key):
         key, batch_key, loss_key = jax.random.split(key, 3)
-        grads, _ = jax.grad(task.loss, has_aux=True)(params, task.sample_batch(batch_key),
-                                                     loss_key)
+        grads, _ = jax.grad(task.loss, has_aux=True)(params, task.sample_batch(batch_key), loss_key)
         updates, state = tx.update(grads, state, params)
         return gradtx.apply_updates(params, updates), state, key
 
@@ -119,31 +118,55 @@ def main() -> None:
         ("scan runs", single_compile, separate_run, single_compile + separate_run),
         ("closures, N compiles", float("nan"), float("nan"), closure_total),
     ]
-    print(f"{args.trials} trials x {args.steps} steps of adam on {args.task}, "
-          f"{platform.processor() or platform.machine()}, {jax.device_count()} "
-          f"{jax.default_backend()} device(s)")
+    print(
+        f"{args.trials} trials x {args.steps} steps of adam on {args.task}, "
+        f"{platform.processor() or platform.machine()}, {jax.device_count()} "
+        f"{jax.default_backend()} device(s)"
+    )
     print(f"{'way':24} {'compile s':>10} {'run s (median)':>15} {'total s':>9}")
     for name, compile_s, run_s, total in rows:
         print(f"{name:24} {compile_s:10.2f} {run_s:15.2f} {total:9.2f}")
     vmapped_total = vmapped_compile + vmapped_run
     print("\nspeed-up of the vmapped sweep (other way's time / vmapped time):")
-    print(f"  vs step loop,  run only {loop_run_time / vmapped_run:5.2f}x, "
-          f"with compile {(loop_compile + loop_run_time) / vmapped_total:5.2f}x")
-    print(f"  vs scan runs,  run only {separate_run / vmapped_run:5.2f}x, "
-          f"with compile {(single_compile + separate_run) / vmapped_total:5.2f}x")
+    print(
+        f"  vs step loop,  run only {loop_run_time / vmapped_run:5.2f}x, "
+        f"with compile {(loop_compile + loop_run_time) / vmapped_total:5.2f}x"
+    )
+    print(
+        f"  vs scan runs,  run only {separate_run / vmapped_run:5.2f}x, "
+        f"with compile {(single_compile + separate_run) / vmapped_total:5.2f}x"
+    )
     print(f"  vs closures,   with compile {closure_total / vmapped_total:5.2f}x")
 
     out = pathlib.Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "sweep_speedup.json").write_text(json.dumps({
-        "trials": args.trials, "steps": args.steps, "repeats": args.repeats,
-        "vmapped": {"compile": vmapped_compile, "run_median": vmapped_run, "runs": vmapped_times},
-        "separate": {"compile": single_compile, "run_median": separate_run,
-                     "runs": separate_times},
-        "step_loop": {"compile_and_first_run": loop_compile, "run_median": loop_run_time,
-                      "runs": loop_times},
-        "closures_total": closure_total, "task": args.task,
-    }, indent=2))
+    (out / "sweep_speedup.json").write_text(
+        json.dumps(
+            {
+                "trials": args.trials,
+                "steps": args.steps,
+                "repeats": args.repeats,
+                "vmapped": {
+                    "compile": vmapped_compile,
+                    "run_median": vmapped_run,
+                    "runs": vmapped_times,
+                },
+                "separate": {
+                    "compile": single_compile,
+                    "run_median": separate_run,
+                    "runs": separate_times,
+                },
+                "step_loop": {
+                    "compile_and_first_run": loop_compile,
+                    "run_median": loop_run_time,
+                    "runs": loop_times,
+                },
+                "closures_total": closure_total,
+                "task": args.task,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -88,12 +88,15 @@ def main() -> None:
     names = sorted(path.stem for path in CONFIGS.glob("*.yaml"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--config", default="adamw_schedule",
+        "--config",
+        default="adamw_schedule",
         help=f"one of {', '.join(names)}, 'all', or a path to a .yaml/.yml/.json file",
     )
     parser.add_argument("--steps", type=int, default=300, help="training steps per config")
     parser.add_argument(
-        "overrides", nargs="*", metavar="path=value",
+        "overrides",
+        nargs="*",
+        metavar="path=value",
         help="fields to change, e.g. learning_rate=1e-2 or learning_rate.decay_rate=0.9",
     )
     args = parser.parse_args()

@@ -76,8 +76,10 @@ def main() -> float:
             losses.append(loss)
         progress.set_postfix(loss=f"{float(jnp.mean(jnp.stack(losses))):.4f}")
     test_accuracy = float(accuracy(state, test_x, test_y))
-    print(f"test accuracy: {test_accuracy:.4f} ({int(state.step)} steps, "
-          f"{time.perf_counter() - start:.1f} s)")
+    print(
+        f"test accuracy: {test_accuracy:.4f} ({int(state.step)} steps, "
+        f"{time.perf_counter() - start:.1f} s)"
+    )
     return test_accuracy
 
 

@@ -250,10 +250,14 @@ class nadam(_AdamFamily):  # noqa: N801
       https://openreview.net/pdf?id=OM0jvwB8jIp57ZJjtNEZ
     """
 
-
     def expand(self) -> chain:
         return adam(
-            self.learning_rate, self.b1, self.b2, self.eps, self.eps_root, self.mu_dtype,
+            self.learning_rate,
+            self.b1,
+            self.b2,
+            self.eps,
+            self.eps_root,
+            self.mu_dtype,
             nesterov=True,
         ).expand()
 
@@ -290,6 +294,13 @@ class nadamw(_AdamFamily):  # noqa: N801
 
     def expand(self) -> chain:
         return adamw(
-            self.learning_rate, self.b1, self.b2, self.eps, self.eps_root, self.mu_dtype,
-            self.weight_decay, self.mask, nesterov=True,
+            self.learning_rate,
+            self.b1,
+            self.b2,
+            self.eps,
+            self.eps_root,
+            self.mu_dtype,
+            self.weight_decay,
+            self.mask,
+            nesterov=True,
         ).expand()

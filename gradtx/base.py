@@ -120,9 +120,7 @@ class Value:
     """
 
     def _comparison_key(self) -> tuple[Any, ...]:
-        return tuple(
-            _comparable(getattr(self, field.name)) for field in dataclasses.fields(self)
-        )
+        return tuple(_comparable(getattr(self, field.name)) for field in dataclasses.fields(self))
 
     def __eq__(self, other: object) -> bool:
         if type(self) is not type(other):
@@ -141,9 +139,7 @@ class Value:
             value = getattr(self, field.name)
             shown = field.metadata.get(_SHOWN)
             if shown is None:
-                shown = field.default is dataclasses.MISSING or not _equal(
-                    value, field.default
-                )
+                shown = field.default is dataclasses.MISSING or not _equal(value, field.default)
             if shown:
                 arguments.append(f"{field.name}={_format(value)}")
         return f"{type(self).__name__}({', '.join(arguments)})"

@@ -150,13 +150,19 @@ def restore_checkpoint(path: PathLike, *, tx: Transformation, params_like: Param
         config = json.loads(payload["config"])
         check_config(config, tx, source="the checkpoint", saved_tx=payload["tx"])
         params = fit_leaves(
-            _decode_leaves(payload["params"]), params_like, name="params",
-            source="the checkpoint", target="params_like",
+            _decode_leaves(payload["params"]),
+            params_like,
+            name="params",
+            source="the checkpoint",
+            target="params_like",
         )
         state_like = jax.eval_shape(tx.init, params_like)
         state = fit_leaves(
-            _decode_leaves(payload["state"]), state_like, name="state",
-            source="the checkpoint", target="tx.init(params_like)",
+            _decode_leaves(payload["state"]),
+            state_like,
+            name="state",
+            source="the checkpoint",
+            target="tx.init(params_like)",
         )
         step = check_step(payload["step"])
     except ValueError as error:

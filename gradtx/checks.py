@@ -87,9 +87,7 @@ def _describe(
     return f"{'<=' if high_inclusive else '<'} {high:g}"
 
 
-def check_trees_match(
-    tree: Any, reference: Any, *, tree_name: str, reference_name: str
-) -> None:
+def check_trees_match(tree: Any, reference: Any, *, tree_name: str, reference_name: str) -> None:
     """Raises ValueError naming the first key path where two trees differ.
 
     Args:
@@ -102,9 +100,7 @@ def check_trees_match(
       ValueError: if the structures or leaf shapes differ.
     """
     is_none = lambda x: x is None  # noqa: E731 - None marks a frozen leaf in Optax
-    if jax.tree.structure(tree, is_leaf=is_none) == jax.tree.structure(
-        reference, is_leaf=is_none
-    ):
+    if jax.tree.structure(tree, is_leaf=is_none) == jax.tree.structure(reference, is_leaf=is_none):
         _check_shapes(tree, reference, tree_name, reference_name)
         return
     tree_paths = _paths(tree)
@@ -117,9 +113,7 @@ def check_trees_match(
             )
     for path in tree_paths:
         if path not in reference_keys:
-            raise ValueError(
-                f"{path} is in the {tree_name} but not in the {reference_name}"
-            )
+            raise ValueError(f"{path} is in the {tree_name} but not in the {reference_name}")
     raise ValueError(
         f"the {tree_name} and the {reference_name} have the same key paths but "
         f"different container types: {jax.tree.structure(tree)} vs "

@@ -101,8 +101,7 @@ def _out_dir(requested: str | None, command: str) -> pathlib.Path:
 def _progress(total: int, description: str, enabled: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=description, disable=not enabled, file=sys.stderr,
-                leave=False)
+    return tqdm(total=total, desc=description, disable=not enabled, file=sys.stderr, leave=False)
 
 
 def _positive(name: str, value: int) -> int:
@@ -127,8 +126,14 @@ def command_compare(args: argparse.Namespace) -> int:
 
     print(f"task {task.name}: {task.description}; {steps} steps x {seeds} seeds")
     with _progress(len(optimizers), "optimizers", not args.quiet) as bar:
-        entries = run_comparison(task, optimizers, seeds=seeds, steps=steps,
-                                 eval_every=eval_every, on_done=lambda _: bar.update())
+        entries = run_comparison(
+            task,
+            optimizers,
+            seeds=seeds,
+            steps=steps,
+            eval_every=eval_every,
+            on_done=lambda _: bar.update(),
+        )
     table, rows = report.compare_table(task, entries)
     print(table)
     print(
@@ -173,11 +178,14 @@ def command_sweep(args: argparse.Namespace) -> int:
     seeds = _positive("--seeds", args.seeds)
     steps, eval_every = _schedule(task, args.steps)
 
-    print(f"task {task.name}: {len(trials)} trials x {seeds} seeds of {label}, "
-          f"{steps} steps, as one vmapped program")
+    print(
+        f"task {task.name}: {len(trials)} trials x {seeds} seeds of {label}, "
+        f"{steps} steps, as one vmapped program"
+    )
     try:
-        result = run_sweep(task, trials, optimizers, seeds=seeds, steps=steps,
-                           eval_every=eval_every)
+        result = run_sweep(
+            task, trials, optimizers, seeds=seeds, steps=steps, eval_every=eval_every
+        )
     except ValueError as error:
         raise UsageError(f"cannot sweep these values: {error}") from None
     print(report.sweep_table(task, result))
@@ -187,10 +195,20 @@ def command_sweep(args: argparse.Namespace) -> int:
     best_path = out / "best.yaml"
     save_config(optimizers[best], best_path)
     results_path = out / "sweep.json"
-    report.atomic_write_text(results_path, json.dumps({
-        "task": task.name, "score": task.score_name, "optimizer": repr(base),
-        "trials": trials, "scores": [float(s) for s in result.scores], "best": best,
-    }, indent=2))
+    report.atomic_write_text(
+        results_path,
+        json.dumps(
+            {
+                "task": task.name,
+                "score": task.score_name,
+                "optimizer": repr(base),
+                "trials": trials,
+                "scores": [float(s) for s in result.scores],
+                "best": best,
+            },
+            indent=2,
+        ),
+    )
     plot_path = out / "sweep.png"
     report.plot_sweep(plot_path, task, result, grid=bool(args.grid))
     print(f"best: {trials[best]} -> {task.score_name} {result.scores[best]:.4g}")
@@ -215,32 +233,51 @@ def command_tune_lr(args: argparse.Namespace) -> int:
     meta_steps = _positive("--meta-steps", args.meta_steps)
     print(f"task {task.name}: learning {args.param} of {tx} through {unroll} unrolled steps")
     with _progress(meta_steps, "meta-steps", not args.quiet) as bar:
+
         def show(step: int, value: float, loss: float) -> None:
             bar.set_postfix({args.param: f"{value:.3g}", "val loss": f"{loss:.3g}"})
             bar.update()
 
         try:
             result = tune_hyperparameter(
-                task, tx, path=args.param, unroll=unroll, meta_steps=meta_steps,
-                meta_learning_rate=args.meta_learning_rate, progress=show,
+                task,
+                tx,
+                path=args.param,
+                unroll=unroll,
+                meta_steps=meta_steps,
+                meta_learning_rate=args.meta_learning_rate,
+                progress=show,
             )
         except ValueError as error:
             raise UsageError(str(error)) from None
-    print(report.format_table(
-        ["", args.param, f"validation loss after {unroll} steps"],
-        [["start", result.initial_value, result.initial_validation_loss],
-         ["learned", result.learned_value, result.learned_validation_loss]],
-    ))
+    print(
+        report.format_table(
+            ["", args.param, f"validation loss after {unroll} steps"],
+            [
+                ["start", result.initial_value, result.initial_validation_loss],
+                ["learned", result.learned_value, result.learned_validation_loss],
+            ],
+        )
+    )
     out = _out_dir(args.out, "tune-lr")
     plot_path = out / "tune.png"
     report.plot_tuning(plot_path, result.history, result.meta_losses, args.param)
     results_path = out / "tune.json"
-    report.atomic_write_text(results_path, json.dumps({
-        "task": task.name, "optimizer": repr(tx), "param": args.param,
-        "history": result.history, "meta_losses": result.meta_losses,
-        "initial_validation_loss": result.initial_validation_loss,
-        "learned_validation_loss": result.learned_validation_loss,
-    }, indent=2))
+    report.atomic_write_text(
+        results_path,
+        json.dumps(
+            {
+                "task": task.name,
+                "optimizer": repr(tx),
+                "param": args.param,
+                "history": result.history,
+                "meta_losses": result.meta_losses,
+                "initial_validation_loss": result.initial_validation_loss,
+                "learned_validation_loss": result.learned_validation_loss,
+            },
+            indent=2,
+        ),
+    )
     print(f"\nwrote {results_path}\nwrote {plot_path}")
     return 0
 
@@ -250,22 +287,32 @@ def build_parser() -> argparse.ArgumentParser:
     from gradtx.tasks import TASKS
 
     parser = argparse.ArgumentParser(
-        prog="gradtx", description="Compare, sweep and tune optimizers on small tasks.")
+        prog="gradtx", description="Compare, sweep and tune optimizers on small tasks."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--task", default="digits", help=f"one of {', '.join(TASKS)}")
-        sub.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                         help="override a hyperparameter of every optimizer (repeatable)")
+        sub.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="PATH=VALUE",
+            help="override a hyperparameter of every optimizer (repeatable)",
+        )
         sub.add_argument("--steps", type=int, default=None, help="training steps per run")
         sub.add_argument("--out", default=None, help="output folder (default runs/<time>-<cmd>)")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
 
     compare = commands.add_parser("compare", help="train with several optimizers and seeds")
     common(compare)
-    compare.add_argument("--optimizer", action="append", metavar="NAME_OR_CONFIG",
-                         help=f"a preset ({', '.join(PRESETS)}) or a config file; repeatable "
-                              f"(default: {', '.join(DEFAULT_COMPARE)})")
+    compare.add_argument(
+        "--optimizer",
+        action="append",
+        metavar="NAME_OR_CONFIG",
+        help=f"a preset ({', '.join(PRESETS)}) or a config file; repeatable "
+        f"(default: {', '.join(DEFAULT_COMPARE)})",
+    )
     compare.add_argument("--seeds", type=int, default=3)
     compare.set_defaults(run=command_compare)
 
@@ -273,8 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(sweep)
     sweep.add_argument("--optimizer", default="adam", metavar="NAME_OR_CONFIG")
     sweep.add_argument("--grid", action="append", default=[], metavar="PATH=V1,V2,...")
-    sweep.add_argument("--random", action="append", default=[],
-                       metavar="PATH=loguniform(LOW,HIGH)")
+    sweep.add_argument("--random", action="append", default=[], metavar="PATH=loguniform(LOW,HIGH)")
     sweep.add_argument("--trials", type=int, default=16)
     sweep.add_argument("--seeds", type=int, default=2)
     sweep.add_argument("--seed", type=int, default=0, help="seed of the random search")

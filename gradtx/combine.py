@@ -54,6 +54,30 @@ class foreign(Transformation):  # noqa: N801
         return repr(self.transformation)
 
 
+def as_member(candidate: Any, argument: str) -> Transformation:
+    """A wrapper's inner transformation as a gradtx value: Optax ones become ``foreign``.
+
+    Args:
+      candidate: a gradtx transformation, or any object with Optax's
+        ``init``/``update`` methods.
+      argument: how the error message names it (``"inner"``, ``"chain argument 2"``).
+
+    Returns:
+      ``candidate`` itself, or ``foreign(candidate)``.
+
+    Raises:
+      TypeError: naming ``argument`` if ``candidate`` is not a transformation.
+    """
+    if isinstance(candidate, Transformation):
+        return candidate
+    if _is_transformation(candidate):
+        return foreign(candidate)
+    raise TypeError(
+        f"{argument} must be a gradient transformation (with init and update "
+        f"methods), got {candidate!r}{_instance_hint(candidate)}"
+    )
+
+
 def _is_transformation(candidate: Any) -> bool:
     # A class such as gradtx.adam has init and update too, but only as unbound
     # methods; accepting it would fail later, far from the mistake.
@@ -105,19 +129,11 @@ class chain(Transformation):  # noqa: N801 - Optax's name
                     f"transforms=... by name), got keyword arguments {sorted(fields)}"
                 )
             transforms = tuple(fields["transforms"])
-        members = []
-        for position, member in enumerate(transforms):
-            if isinstance(member, Transformation):
-                members.append(member)
-            elif _is_transformation(member):
-                members.append(foreign(member))
-            else:
-                raise TypeError(
-                    f"chain argument {position} must be a gradient transformation "
-                    f"(with init and update methods), got {member!r}"
-                    f"{_instance_hint(member)}"
-                )
-        object.__setattr__(self, "transforms", tuple(members))
+        members = tuple(
+            as_member(member, f"chain argument {position}")
+            for position, member in enumerate(transforms)
+        )
+        object.__setattr__(self, "transforms", members)
 
     def init(self, params: Params) -> OptState:
         return tuple(member.init(params) for member in self.transforms)

@@ -255,9 +255,7 @@ def _decode_value(config: Mapping[str, Any], path: Path) -> Value:
         if key != "name" and key not in fields:
             raise _error(path, unknown_field_message(name, key, fields))
     missing = [
-        field.name
-        for field in fields.values()
-        if field.name not in config and _is_required(field)
+        field.name for field in fields.values() if field.name not in config and _is_required(field)
     ]
     if missing:
         raise _error(path, f"{name} needs {', '.join(repr(m) for m in missing)}")
@@ -294,9 +292,7 @@ def _check_simple_type(field: dataclasses.Field, value: Any, path: Path) -> None
 _LEADING_NAME = re.compile(r"([A-Za-z_]\w*)((?:\[[^\]]*\])*) (.*)", re.DOTALL)
 
 
-def _located(
-    error: Exception, name: str, path: Path, fields: Mapping[str, Any]
-) -> ConfigError:
+def _located(error: Exception, name: str, path: Path, fields: Mapping[str, Any]) -> ConfigError:
     """The error a class raised, moved to the path of the field it names.
 
     ``"b2 must be in [0, 1), got 1.5"`` raised at ``transforms[1]`` becomes
@@ -391,9 +387,7 @@ def _set(config: dict[str, Any], parts: list[str], value: Any, override: str) ->
         elif isinstance(node, dict):
             key = _dict_key(node, part, path, override, last)
         else:
-            raise _error(
-                path, f"override {override!r}: this is {node!r}, not a config with fields"
-            )
+            raise _error(path, f"override {override!r}: this is {node!r}, not a config with fields")
         if last:
             node[key] = value
         else:
@@ -421,7 +415,7 @@ def _dict_key(node: dict[str, Any], part: str, path: Path, override: str, last: 
         raise _error(
             path + (part,),
             f"override {override!r}: {part!r} is not set in the config; set it whole, "
-            f"e.g. {part}={{\"name\": ...}}",
+            f'e.g. {part}={{"name": ...}}',
         )
     return part
 

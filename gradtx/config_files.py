@@ -32,8 +32,10 @@ class _ConfigLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while reading a mapping", node.start_mark,
-                    f"found the key {key!r} twice", key_node.start_mark,
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"found the key {key!r} twice",
+                    key_node.start_mark,
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -91,9 +93,7 @@ def save_config(tx: Value, path: str | os.PathLike[str]) -> None:
     if suffix == ".json":
         text = json.dumps(config, indent=2) + "\n"
     else:
-        text = yaml.dump(
-            config, Dumper=_ConfigDumper, sort_keys=False, default_flow_style=False
-        )
+        text = yaml.dump(config, Dumper=_ConfigDumper, sort_keys=False, default_flow_style=False)
     with open(path, "w", encoding="utf-8") as file:
         file.write(text)
 

@@ -126,8 +126,9 @@ class path_mask(Value):  # noqa: N801 - named like the other gradtx values
 def _patterns(name: str, patterns: Iterable[str]) -> tuple[str, ...]:
     if isinstance(patterns, str):
         # A bare string would otherwise be read as one pattern per character.
-        raise TypeError(f"{name} must be a list of regular expressions, got {patterns!r}; "
-                        f"write [{patterns!r}]")
+        raise TypeError(
+            f"{name} must be a list of regular expressions, got {patterns!r}; write [{patterns!r}]"
+        )
     patterns = tuple(patterns)
     for position, pattern in enumerate(patterns):
         if not isinstance(pattern, str):
@@ -179,9 +180,7 @@ def apply_masked(
         update_parts = mask_structure.flatten_up_to(updates)
         param_parts = mask_structure.flatten_up_to(params)
     except (ValueError, TypeError) as error:
-        checks.check_trees_match(
-            mask_tree, params, tree_name="mask", reference_name="parameters"
-        )
+        checks.check_trees_match(mask_tree, params, tree_name="mask", reference_name="parameters")
         raise ValueError(f"the mask is not a prefix of the parameter tree: {error}") from None
     selected = jax.tree.leaves(mask_tree)
     results = [

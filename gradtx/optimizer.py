@@ -163,7 +163,9 @@ class Optimizer:
             try:
                 checkpoint.fit_leaves(
                     checkpoint.leaves_with_paths(jax.eval_shape(tx.init, self._params)),
-                    self._state, name="state", source="the new tx's state",
+                    self._state,
+                    name="state",
+                    source="the new tx's state",
                     target="the current state",
                 )
             except ValueError as error:
@@ -325,12 +327,18 @@ class Optimizer:
                 state_dict["config"], self._tx, source="the state dict", saved_tx=None
             )
             params = checkpoint.fit_leaves(
-                checkpoint.host_leaves(state_dict["params"]), self._params,
-                name="params", source="the state dict", target="the optimizer's params",
+                checkpoint.host_leaves(state_dict["params"]),
+                self._params,
+                name="params",
+                source="the state dict",
+                target="the optimizer's params",
             )
             state = checkpoint.fit_leaves(
-                checkpoint.host_leaves(state_dict["state"]), self._state,
-                name="state", source="the state dict", target="the optimizer's state",
+                checkpoint.host_leaves(state_dict["state"]),
+                self._state,
+                name="state",
+                source="the state dict",
+                target="the optimizer's state",
             )
             step = checkpoint.check_step(state_dict["step"])
         except ValueError as error:

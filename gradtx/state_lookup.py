@@ -83,7 +83,7 @@ def _nodes(node: Any, path: NamePath) -> Iterator[tuple[NamePath, Any]]:
 def _ends_with(path: NamePath, parts: tuple[str, ...]) -> bool:
     if len(parts) > len(path):
         return False
-    tail = path[len(path) - len(parts):]
+    tail = path[len(path) - len(parts) :]
     return all(part in names for part, names in zip(parts, tail))
 
 

@@ -1,4 +1,11 @@
-"""Example instances of every registered name, shared by the config tests."""
+"""Example instances of every registered name, shared by the config and contract tests.
+
+The core names are listed here; each family adds its own in a sibling module
+``examples_<family>.py`` holding an ``EXAMPLES`` dict, merged in below.
+"""
+
+import importlib
+import pathlib
 
 import jax.numpy as jnp
 
@@ -8,22 +15,31 @@ import gradtx
 # possible. A newly registered class without an entry here fails
 # test_every_registered_name_has_an_example, so round-trip coverage cannot lapse.
 DECAY = gradtx.exponential_decay(
-    init_value=1e-3, transition_steps=100, decay_rate=0.9, transition_begin=5,
-    staircase=True, end_value=1e-5,
+    init_value=1e-3,
+    transition_steps=100,
+    decay_rate=0.9,
+    transition_begin=5,
+    staircase=True,
+    end_value=1e-5,
 )
 EXAMPLES = {
     "adam": [
         gradtx.adam(1e-3),
-        gradtx.adam(DECAY, b1=0.8, b2=0.95, eps=1e-6, eps_root=1e-9, mu_dtype=jnp.bfloat16,
-                    nesterov=True),
+        gradtx.adam(
+            DECAY, b1=0.8, b2=0.95, eps=1e-6, eps_root=1e-9, mu_dtype=jnp.bfloat16, nesterov=True
+        ),
     ],
     "adamw": [
         gradtx.adamw(1e-3),
         gradtx.adamw(
             DECAY, weight_decay=0.05, mask=gradtx.path_mask(exclude=[r"bias$", r"scale$"])
         ),
-        gradtx.adamw(3e-4, weight_decay=gradtx.linear_schedule(0.0, 0.1, 50),
-                     mask={"w": True, "b": False}, nesterov=True),
+        gradtx.adamw(
+            3e-4,
+            weight_decay=gradtx.linear_schedule(0.0, 0.1, 50),
+            mask={"w": True, "b": False},
+            nesterov=True,
+        ),
     ],
     "add_decayed_weights": [
         gradtx.add_decayed_weights(0.01),
@@ -45,8 +61,11 @@ EXAMPLES = {
             [gradtx.linear_schedule(0.0, 1.0, 10), gradtx.cosine_decay_schedule(1.0, 90)], [10]
         ),
         gradtx.join_schedules(
-            [gradtx.constant_schedule(1.0), gradtx.constant_schedule(0.5),
-             gradtx.constant_schedule(0.1)],
+            [
+                gradtx.constant_schedule(1.0),
+                gradtx.constant_schedule(0.5),
+                gradtx.constant_schedule(0.1),
+            ],
             [100, 200],
         ),
     ],
@@ -77,3 +96,14 @@ EXAMPLES = {
         gradtx.warmup_cosine_decay_schedule(0.0, 1e-3, 10, 100, end_value=1e-5, exponent=1.5)
     ],
 }
+
+
+def _merge_family_examples() -> None:
+    for path in sorted(pathlib.Path(__file__).parent.glob("examples_*.py")):
+        family = importlib.import_module(path.stem).EXAMPLES
+        clashes = set(family) & set(EXAMPLES)
+        assert not clashes, f"{path.name} repeats examples for {sorted(clashes)}"
+        EXAMPLES.update(family)
+
+
+_merge_family_examples()

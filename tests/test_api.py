@@ -54,11 +54,7 @@ def test_value_classes_document_their_arguments(name):
 
 @pytest.mark.parametrize(
     "name",
-    sorted(
-        n
-        for n in gradtx.__all__
-        if inspect.isfunction(getattr(gradtx, n))
-    ),
+    sorted(n for n in gradtx.__all__ if inspect.isfunction(getattr(gradtx, n))),
 )
 def test_functions_are_typed_and_documented(name):
     function = getattr(gradtx, name)

@@ -81,7 +81,7 @@ def test_the_file_is_a_header_and_a_msgpack_payload_never_a_pickle(tmp_path):
     data = path.read_bytes()
     magic, version, length, digest = struct.unpack_from("<8sIQ32s", data)
     assert (magic, version) == (b"GRADTXCK", 1)
-    payload = data[struct.calcsize("<8sIQ32s"):]
+    payload = data[struct.calcsize("<8sIQ32s") :]
     assert len(payload) == length and hashlib.sha256(payload).digest() == digest
     content = msgpack.unpackb(payload)
     assert sorted(content) == ["config", "params", "state", "step", "tx"]
@@ -150,14 +150,17 @@ def test_a_different_model_is_refused_naming_the_key_path(tmp_path):
 
 def _rewrite(path, payload, *, version=1, length=None, digest=None):
     header = struct.pack(
-        "<8sIQ32s", b"GRADTXCK", version, len(payload) if length is None else length,
+        "<8sIQ32s",
+        b"GRADTXCK",
+        version,
+        len(payload) if length is None else length,
         hashlib.sha256(payload).digest() if digest is None else digest,
     )
     path.write_bytes(header + payload)
 
 
 def _payload(path):
-    return path.read_bytes()[struct.calcsize("<8sIQ32s"):]
+    return path.read_bytes()[struct.calcsize("<8sIQ32s") :]
 
 
 @pytest.mark.parametrize(
@@ -250,8 +253,13 @@ def test_a_newer_format_version_is_refused(tmp_path):
         ),
     ],
     ids=[
-        "not-msgpack", "missing-fields", "malformed-entry", "negative-size", "wrong-byte-count",
-        "object", "unknown",
+        "not-msgpack",
+        "missing-fields",
+        "malformed-entry",
+        "negative-size",
+        "wrong-byte-count",
+        "object",
+        "unknown",
     ],
 )
 def test_a_well_checksummed_but_malformed_payload_is_refused(tmp_path, edit, message):
@@ -473,9 +481,16 @@ def test_resuming_in_a_new_process_continues_the_run_bit_for_bit(tmp_path):
 
     out = tmp_path / "resumed.npz"
     result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "plain.ckpt"),
-         str(tmp_path / "optimizer.ckpt"), str(out), str(total)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "plain.ckpt"),
+            str(tmp_path / "optimizer.ckpt"),
+            str(out),
+            str(total),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     with np.load(out) as resumed_file:

@@ -75,8 +75,14 @@ def test_an_alias_keeps_its_name_and_arguments():
 def test_every_argument_is_written_defaults_included():
     config = gradtx.to_config(gradtx.adam(1e-3))
     assert config == {
-        "name": "adam", "learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
-        "eps_root": 0.0, "mu_dtype": None, "nesterov": False,
+        "name": "adam",
+        "learning_rate": 1e-3,
+        "b1": 0.9,
+        "b2": 0.999,
+        "eps": 1e-8,
+        "eps_root": 0.0,
+        "mu_dtype": None,
+        "nesterov": False,
     }
 
 
@@ -89,7 +95,8 @@ def test_chain_is_a_list_of_member_configs():
     tx = gradtx.chain(gradtx.trace(0.9), gradtx.scale_by_learning_rate(0.1))
     config = gradtx.to_config(tx)
     assert [member["name"] for member in config["transforms"]] == [
-        "trace", "scale_by_learning_rate",
+        "trace",
+        "scale_by_learning_rate",
     ]
 
 
@@ -100,8 +107,11 @@ def test_tuples_round_trip_to_equal_tuples():
     rebuilt = gradtx.from_config(as_json(config))
     assert rebuilt.boundaries_and_scales == ((10, 0.1), (20, 0.5))
     # The mapping form works where keys can be integers (YAML, Python).
-    by_hand = {"name": "piecewise_constant_schedule", "init_value": 1.0,
-               "boundaries_and_scales": {10: 0.1, 20: 0.5}}
+    by_hand = {
+        "name": "piecewise_constant_schedule",
+        "init_value": 1.0,
+        "boundaries_and_scales": {10: 0.1, 20: 0.5},
+    }
     assert gradtx.from_config(by_hand) == schedule
 
 
@@ -133,8 +143,10 @@ def test_a_boolean_mask_tree_round_trips():
 
 @pytest.mark.parametrize(
     "mask, problem",
-    [({"layers": [True, False]}, "nested dicts of booleans"),
-     ({"name": True, "w": False}, "would read back as a config")],
+    [
+        ({"layers": [True, False]}, "nested dicts of booleans"),
+        ({"name": True, "w": False}, "would read back as a config"),
+    ],
 )
 def test_a_mask_tree_a_config_cannot_hold_is_refused(mask, problem):
     with pytest.raises(ConfigError, match=problem) as info:
@@ -208,10 +220,13 @@ def test_to_config_rejects_a_non_value():
 
 
 def test_out_of_range_values_name_their_path():
-    config = {"name": "chain", "transforms": [
-        {"name": "trace", "decay": 0.9},
-        {"name": "scale_by_adam", "b2": 1.5},
-    ]}
+    config = {
+        "name": "chain",
+        "transforms": [
+            {"name": "trace", "decay": 0.9},
+            {"name": "scale_by_adam", "b2": 1.5},
+        ],
+    }
     assert error_message(config) == "transforms[1].b2: must be in [0, 1), got 1.5"
     assert error_message({"name": "adamw", "learning_rate": 1e-3, "b2": 1.5}) == (
         "b2: must be in [0, 1), got 1.5"
@@ -219,14 +234,24 @@ def test_out_of_range_values_name_their_path():
 
 
 def test_errors_in_nested_schedules_name_the_full_path():
-    config = {"name": "adamw", "learning_rate": {
-        "name": "exponential_decay", "init_value": 1e-3, "transition_steps": 0, "decay_rate": 0.9,
-    }}
+    config = {
+        "name": "adamw",
+        "learning_rate": {
+            "name": "exponential_decay",
+            "init_value": 1e-3,
+            "transition_steps": 0,
+            "decay_rate": 0.9,
+        },
+    }
     assert error_message(config) == "learning_rate.transition_steps: must be > 0, got 0"
-    config = {"name": "adam", "learning_rate": {
-        "name": "piecewise_constant_schedule", "init_value": 1.0,
-        "boundaries_and_scales": [[10, -0.5]],
-    }}
+    config = {
+        "name": "adam",
+        "learning_rate": {
+            "name": "piecewise_constant_schedule",
+            "init_value": 1.0,
+            "boundaries_and_scales": [[10, -0.5]],
+        },
+    }
     assert error_message(config) == (
         "learning_rate.boundaries_and_scales[10]: must be >= 0, got -0.5"
     )
@@ -248,8 +273,10 @@ def test_unknown_field_is_named_with_the_valid_fields():
         "b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov"
     )
     message = error_message({"name": "sgd", "learning_rte": 0.1})
-    assert message.startswith("config: unknown field 'learning_rte' for sgd (did you mean "
-                              "'learning_rate'?); valid fields: learning_rate, momentum")
+    assert message.startswith(
+        "config: unknown field 'learning_rte' for sgd (did you mean "
+        "'learning_rate'?); valid fields: learning_rate, momentum"
+    )
 
 
 def test_a_missing_required_field_is_named():
@@ -259,22 +286,36 @@ def test_a_missing_required_field_is_named():
 @pytest.mark.parametrize(
     "config, expected",
     [
-        ({"name": "adam", "learning_rate": "fast"},
-         "learning_rate: must be a number or an array, got 'fast'"),
-        ({"name": "adam", "learning_rate": 1e-3, "nesterov": "no"},
-         "nesterov: must be true or false, got 'no'"),
-        ({"name": "trace", "decay": 0.9, "accumulator_dtype": 16},
-         "accumulator_dtype: must be a string or null, got 16"),
-        ({"name": "chain", "transforms": {"name": "identity"}},
-         "transforms: must be a list, got identity()"),
+        (
+            {"name": "adam", "learning_rate": "fast"},
+            "learning_rate: must be a number or an array, got 'fast'",
+        ),
+        (
+            {"name": "adam", "learning_rate": 1e-3, "nesterov": "no"},
+            "nesterov: must be true or false, got 'no'",
+        ),
+        (
+            {"name": "trace", "decay": 0.9, "accumulator_dtype": 16},
+            "accumulator_dtype: must be a string or null, got 16",
+        ),
+        (
+            {"name": "chain", "transforms": {"name": "identity"}},
+            "transforms: must be a list, got identity()",
+        ),
         ({"name": "path_mask", "exclude": "bias$"}, "exclude: must be a list, got 'bias$'"),
-        ({"name": "adam", "learning_rate": {"array": [1.0], "dtype": "object"}},
-         "learning_rate.dtype: must be a numeric or boolean dtype, got 'object'"),
-        ({"name": "adam", "learning_rate": {"array": [1.0], "dtype": "float33"}},
-         "learning_rate.dtype: unknown dtype 'float33'"),
+        (
+            {"name": "adam", "learning_rate": {"array": [1.0], "dtype": "object"}},
+            "learning_rate.dtype: must be a numeric or boolean dtype, got 'object'",
+        ),
+        (
+            {"name": "adam", "learning_rate": {"array": [1.0], "dtype": "float33"}},
+            "learning_rate.dtype: unknown dtype 'float33'",
+        ),
         ({"name": 3}, "config: 'name' must be a string naming a registered class, got 3"),
-        ({"learning_rate": 0.1},
-         "config: 'name' must be a string naming a registered class, got None"),
+        (
+            {"learning_rate": 0.1},
+            "config: 'name' must be a string naming a registered class, got None",
+        ),
     ],
 )
 def test_wrong_types_name_their_path(config, expected):
@@ -299,8 +340,18 @@ def test_config_errors_are_value_errors_with_a_path():
 
 
 @pytest.mark.parametrize(
-    "name", ["os.system", "__import__", "builtins.eval", "subprocess.Popen",
-             "gradtx.base.value_class", "Value", "Transformation", "foreign", "custom_schedule"],
+    "name",
+    [
+        "os.system",
+        "__import__",
+        "builtins.eval",
+        "subprocess.Popen",
+        "gradtx.base.value_class",
+        "Value",
+        "Transformation",
+        "foreign",
+        "custom_schedule",
+    ],
 )
 def test_only_registered_names_are_built(name):
     message = error_message({"name": name, "transformation": "rm -rf /", "function": "print"})
@@ -331,10 +382,13 @@ def test_the_package_never_evaluates_imports_dynamically_or_unpickles():
 # ---------------------------------------------------------------- overrides
 
 
-CHAIN = {"name": "chain", "transforms": [
-    {"name": "scale_by_adam"},
-    {"name": "scale_by_learning_rate", "learning_rate": 1e-3},
-]}
+CHAIN = {
+    "name": "chain",
+    "transforms": [
+        {"name": "scale_by_adam"},
+        {"name": "scale_by_learning_rate", "learning_rate": 1e-3},
+    ],
+}
 
 
 def test_overrides_set_fields_by_dotted_path():
@@ -352,9 +406,22 @@ def test_overrides_leave_the_config_unchanged():
 
 @pytest.mark.parametrize(
     "text, value",
-    [("3e-4", 3e-4), ("10", 10), ("-2", -2), ("0.5", 0.5), ("true", True), ("False", False),
-     ("null", None), ("None", None), ("inf", float("inf")), ("bfloat16", "bfloat16"),
-     ('"true"', "true"), ("[1, 2]", [1, 2]), ('{"a": 1}', {"a": 1}), ("", "")],
+    [
+        ("3e-4", 3e-4),
+        ("10", 10),
+        ("-2", -2),
+        ("0.5", 0.5),
+        ("true", True),
+        ("False", False),
+        ("null", None),
+        ("None", None),
+        ("inf", float("inf")),
+        ("bfloat16", "bfloat16"),
+        ('"true"', "true"),
+        ("[1, 2]", [1, 2]),
+        ('{"a": 1}', {"a": 1}),
+        ("", ""),
+    ],
 )
 def test_override_values_are_parsed(text, value):
     assert gradtx.config.parse_value(text) == value
@@ -363,15 +430,21 @@ def test_override_values_are_parsed(text, value):
 
 def test_an_override_may_replace_a_schedule_or_the_optimizer():
     config = {"name": "adamw", "learning_rate": 1e-3, "weight_decay": 0.1}
-    tx = gradtx.from_config(config, [
-        'learning_rate={"name": "cosine_decay_schedule", "init_value": 0.01, "decay_steps": 100}',
-        "learning_rate.alpha=0.1",
-        "mu_dtype=bfloat16",
-        "nesterov=true",
-    ])
+    tx = gradtx.from_config(
+        config,
+        [
+            'learning_rate={"name": "cosine_decay_schedule", "init_value": 0.01, '
+            '"decay_steps": 100}',
+            "learning_rate.alpha=0.1",
+            "mu_dtype=bfloat16",
+            "nesterov=true",
+        ],
+    )
     assert tx == gradtx.adamw(
-        gradtx.cosine_decay_schedule(0.01, 100, alpha=0.1), weight_decay=0.1,
-        mu_dtype="bfloat16", nesterov=True,
+        gradtx.cosine_decay_schedule(0.01, 100, alpha=0.1),
+        weight_decay=0.1,
+        mu_dtype="bfloat16",
+        nesterov=True,
     )
     switched = gradtx.from_config({"name": "adam", "learning_rate": 1e-3}, ["name=nadam"])
     assert switched == gradtx.nadam(1e-3)
@@ -385,21 +458,31 @@ def test_an_override_may_set_a_field_the_config_leaves_to_its_default():
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("transforms.0.b3=0.95",
-         "transforms[0]: override 'transforms.0.b3=0.95': unknown field 'b3' for scale_by_adam; "
-         "valid fields: b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov"),
-        ("learning_rate=0.1",
-         "config: override 'learning_rate=0.1': unknown field 'learning_rate' for chain; "
-         "valid fields: transforms"),
-        ("transforms.2.b2=0.9",
-         "transforms: override 'transforms.2.b2=0.9': no entry '2' in this list of 2 "
-         "(indices 0 to 1)"),
-        ("transforms.1.learning_rate.init_value=1",
-         "transforms[1].learning_rate: override 'transforms.1.learning_rate.init_value=1': "
-         "this is 0.001, not a config with fields"),
-        ("transforms.0.b1.x=1",
-         "transforms[0].b1: override 'transforms.0.b1.x=1': 'b1' is not set in the config; "
-         "set it whole"),
+        (
+            "transforms.0.b3=0.95",
+            "transforms[0]: override 'transforms.0.b3=0.95': unknown field 'b3' for scale_by_adam; "
+            "valid fields: b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov",
+        ),
+        (
+            "learning_rate=0.1",
+            "config: override 'learning_rate=0.1': unknown field 'learning_rate' for chain; "
+            "valid fields: transforms",
+        ),
+        (
+            "transforms.2.b2=0.9",
+            "transforms: override 'transforms.2.b2=0.9': no entry '2' in this list of 2 "
+            "(indices 0 to 1)",
+        ),
+        (
+            "transforms.1.learning_rate.init_value=1",
+            "transforms[1].learning_rate: override 'transforms.1.learning_rate.init_value=1': "
+            "this is 0.001, not a config with fields",
+        ),
+        (
+            "transforms.0.b1.x=1",
+            "transforms[0].b1: override 'transforms.0.b1.x=1': 'b1' is not set in the config; "
+            "set it whole",
+        ),
         ("b2", "config: override 'b2' must look like path=value"),
         ("transforms..b2=1", "config: override 'transforms..b2=1' must look like path=value"),
         ("=1", "config: override '=1' must look like path=value"),
@@ -462,7 +545,9 @@ def test_register_makes_a_plain_subclass_a_serializable_value(clean_registry):
     )
     config = gradtx.to_config(tx)
     assert config["transforms"][0] == {
-        "name": "scale_by_sign", "magnitude": 0.5, "keep_zeros": False,
+        "name": "scale_by_sign",
+        "magnitude": 0.5,
+        "keep_zeros": False,
     }
     assert gradtx.from_config(as_json(config)) == tx
     assert jax.tree.leaves(cls(0.5)) == [0.5], "plain fields are hyperparameters (leaves)"

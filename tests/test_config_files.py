@@ -74,8 +74,10 @@ def test_malformed_yaml_names_the_file_and_line(tmp_path):
 
 @pytest.mark.parametrize(
     "name, text",
-    [("twice.yaml", "name: adam\nlearning_rate: 0.1\nlearning_rate: 0.2\n"),
-     ("twice.json", '{"name": "adam", "learning_rate": 0.1, "learning_rate": 0.2}')],
+    [
+        ("twice.yaml", "name: adam\nlearning_rate: 0.1\nlearning_rate: 0.2\n"),
+        ("twice.json", '{"name": "adam", "learning_rate": 0.1, "learning_rate": 0.2}'),
+    ],
 )
 def test_duplicate_keys_are_an_error(tmp_path, name, text):
     path = tmp_path / name

@@ -127,8 +127,10 @@ MISMATCHES = {
         r"\['dense'\]\['bias'\] is missing from the gradients",
     ),
     "extra": (
-        {"dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3), "scale": jnp.ones(3)},
-         "out": jnp.ones(3)},
+        {
+            "dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3), "scale": jnp.ones(3)},
+            "out": jnp.ones(3),
+        },
         r"\['dense'\]\['scale'\] is in the gradients but not in the",
     ),
     "shape": (
@@ -297,8 +299,11 @@ def test_chain_with_unknown_keywords_is_a_type_error():
             r"\['dense'\]\['bias'\] is missing from the updates",
         ),
         (
-            {"dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}, "out": jnp.ones(3),
-             "head": jnp.ones(1)},
+            {
+                "dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)},
+                "out": jnp.ones(3),
+                "head": jnp.ones(1),
+            },
             r"\['head'\] is in the updates but not in the parameters",
         ),
         (

@@ -30,7 +30,9 @@ def test_the_configs_are_the_ones_the_issue_asks_for():
         "adam": gradtx.adam(3e-3),
         "adamw_schedule": gradtx.adamw(
             gradtx.exponential_decay(init_value=5e-3, transition_steps=100, decay_rate=0.5),
-            b2=0.99, weight_decay=1e-2, mask=gradtx.path_mask(exclude=["bias$", "scale$"]),
+            b2=0.99,
+            weight_decay=1e-2,
+            mask=gradtx.path_mask(exclude=["bias$", "scale$"]),
         ),
         "sgd_momentum": gradtx.sgd(0.05, momentum=0.9),
         "sgd_momentum_weight_decay": gradtx.sgd(0.05, momentum=0.9, weight_decay=5e-4),
@@ -57,8 +59,16 @@ def run_here(monkeypatch, capsys, *args):
 
 
 def test_command_line_overrides_reach_the_optimizer(monkeypatch, capsys):
-    out = run_here(monkeypatch, capsys, "--config", "adamw_schedule", "--steps", "3",
-                   "learning_rate.init_value=0.01", "b2=0.95")
+    out = run_here(
+        monkeypatch,
+        capsys,
+        "--config",
+        "adamw_schedule",
+        "--steps",
+        "3",
+        "learning_rate.init_value=0.01",
+        "b2=0.95",
+    )
     assert "adamw(learning_rate=exponential_decay(init_value=0.01," in out
     assert "b2=0.95" in out
     assert re.search(r"^adamw_schedule: loss [\d.]+ -> [\d.]+ in 3 steps$", out, re.M)
@@ -68,5 +78,7 @@ def test_a_bad_override_fails_with_the_config_error(monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         run_here(monkeypatch, capsys, "--config", "adam", "b3=0.9")
     assert info.value.code == 2
-    assert "adam.yaml: config: override 'b3=0.9': unknown field 'b3' for adam; valid fields: " \
+    assert (
+        "adam.yaml: config: override 'b3=0.9': unknown field 'b3' for adam; valid fields: "
         "learning_rate, b1, b2" in capsys.readouterr().err
+    )

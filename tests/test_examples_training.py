@@ -23,7 +23,10 @@ def runs(tmp_path_factory):
     processes = {
         name: subprocess.Popen(
             [sys.executable, str(EXAMPLES / name), "--epochs", "2"],
-            cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=directory,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for name in SCRIPTS
     }

@@ -130,9 +130,7 @@ def test_train_state_step_is_traced_once_for_equal_optimizers():
 
 
 def _with_nonzero_biases(params: Any) -> Any:
-    return jax.tree_util.tree_map_with_path(
-        lambda path, p: p + 0.5 if is_bias(path) else p, params
-    )
+    return jax.tree_util.tree_map_with_path(lambda path, p: p + 0.5 if is_bias(path) else p, params)
 
 
 @pytest.mark.parametrize("make_tx", [_gradtx_adamw, _optax_adamw], ids=["gradtx", "optax"])

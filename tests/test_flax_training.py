@@ -65,7 +65,9 @@ def linen_state(tx):
 def linen_train_step(state, x, labels):
     def loss_fn(params):
         logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+            {"params": params, "batch_stats": state.batch_stats},
+            x,
+            train=True,
             mutable=["batch_stats"],
         )
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -77,8 +79,10 @@ def linen_train_step(state, x, labels):
 
 
 def paths(tree):
-    return {"/".join(str(k.key) for k in path): leaf for path, leaf in
-            jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {
+        "/".join(str(k.key) for k in path): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
 
 
 @pytest.mark.parametrize(
@@ -94,8 +98,14 @@ def test_train_state_decays_kernels_but_not_biases_or_norm_scales(mask):
     )
     after = paths(state.params)
     assert sorted(after) == [
-        "BatchNorm_0/bias", "BatchNorm_0/scale", "Dense_0/kernel", "Dense_1/bias",
-        "Dense_1/kernel", "Dense_2/bias", "Dense_2/kernel", "LayerNorm_0/bias",
+        "BatchNorm_0/bias",
+        "BatchNorm_0/scale",
+        "Dense_0/kernel",
+        "Dense_1/bias",
+        "Dense_1/kernel",
+        "Dense_2/bias",
+        "Dense_2/kernel",
+        "LayerNorm_0/bias",
         "LayerNorm_0/scale",
     ]
     for name, value in after.items():
@@ -112,7 +122,8 @@ def test_train_state_training_matches_optax_adamw_with_the_same_mask():
     theirs = linen_state(
         optax.adamw(
             optax.exponential_decay(0.01, transition_steps=5, decay_rate=0.5),
-            weight_decay=0.1, mask=OPTAX_NO_DECAY,
+            weight_decay=0.1,
+            mask=OPTAX_NO_DECAY,
         )
     )
     x, labels = data()
@@ -125,15 +136,18 @@ def test_train_state_training_matches_optax_adamw_with_the_same_mask():
     for a, b in zip(jax.tree.leaves(ours.params), jax.tree.leaves(theirs.params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
-        ours.batch_stats["BatchNorm_0"]["mean"], theirs.batch_stats["BatchNorm_0"]["mean"],
-        rtol=1e-5, atol=1e-6,
+        ours.batch_stats["BatchNorm_0"]["mean"],
+        theirs.batch_stats["BatchNorm_0"]["mean"],
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
 def test_train_state_resumes_from_a_checkpoint_bit_for_bit(tmp_path):
     tx = gradtx.adamw(
         gradtx.exponential_decay(0.01, transition_steps=3, decay_rate=0.5),
-        weight_decay=0.1, mask=NO_DECAY,
+        weight_decay=0.1,
+        mask=NO_DECAY,
     )
     x, labels = data()
     straight = linen_state(tx)
@@ -143,15 +157,18 @@ def test_train_state_resumes_from_a_checkpoint_bit_for_bit(tmp_path):
     state = linen_state(tx)
     for _ in range(3):
         state, _ = linen_train_step(state, x, labels)
-    gradtx.save_checkpoint(tmp_path / "linen.ckpt", state.params, state.opt_state, tx,
-                           step=int(state.step))
+    gradtx.save_checkpoint(
+        tmp_path / "linen.ckpt", state.params, state.opt_state, tx, step=int(state.step)
+    )
     # batch_stats are model state, not optimizer state: saved alongside by the user.
     stats = state.batch_stats
 
     fresh = linen_state(tx)
     restored = gradtx.restore_checkpoint(tmp_path / "linen.ckpt", tx=tx, params_like=fresh.params)
     state = fresh.replace(
-        params=restored.params, opt_state=restored.state, step=jnp.asarray(restored.step),
+        params=restored.params,
+        opt_state=restored.state,
+        step=jnp.asarray(restored.step),
         batch_stats=stats,
     )
     compiled = linen_train_step._cache_size()
@@ -208,8 +225,15 @@ def test_nnx_optimizer_decays_kernels_but_not_biases_or_norm_scales(mask):
     )
     after = nnx_params(model)
     assert sorted(after) == [
-        "dense1/kernel", "dense2/bias", "dense2/kernel", "head/bias", "head/kernel",
-        "norm1/bias", "norm1/scale", "norm2/bias", "norm2/scale",
+        "dense1/kernel",
+        "dense2/bias",
+        "dense2/kernel",
+        "head/bias",
+        "head/kernel",
+        "norm1/bias",
+        "norm1/scale",
+        "norm2/bias",
+        "norm2/scale",
     ]
     for name, value in after.items():
         if name.endswith("kernel"):
@@ -243,8 +267,13 @@ def test_nnx_optimizer_resumes_from_a_checkpoint_bit_for_bit(tmp_path):
     for _ in range(3):
         nnx_train_step(model, optimizer, x, labels)
     params = nnx.as_pure(nnx.state(model, nnx.Param))
-    gradtx.save_checkpoint(tmp_path / "nnx.ckpt", params, nnx.as_pure(optimizer.opt_state), tx,
-                           step=int(optimizer.step[...]))
+    gradtx.save_checkpoint(
+        tmp_path / "nnx.ckpt",
+        params,
+        nnx.as_pure(optimizer.opt_state),
+        tx,
+        step=int(optimizer.step[...]),
+    )
     batch_stats = nnx.state(model, nnx.BatchStat)  # model state, saved by the user
 
     fresh_model, fresh = nnx_setup(tx)

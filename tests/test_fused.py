@@ -241,8 +241,10 @@ def test_float64_hyperparameters_under_x64_take_the_plain_path():
     [
         gradtx.adam(1e-3, mu_dtype="bfloat16"),
         gradtx.chain(gradtx.scale_by_adam(), gradtx.scale(-0.1)),
-        gradtx.chain(gradtx.trace(decay=0.9, accumulator_dtype="bfloat16"),
-                     gradtx.scale_by_learning_rate(0.1)),
+        gradtx.chain(
+            gradtx.trace(decay=0.9, accumulator_dtype="bfloat16"),
+            gradtx.scale_by_learning_rate(0.1),
+        ),
     ],
     ids=["bf16_moments", "unrecognised_chain", "bf16_trace"],
 )
@@ -292,6 +294,7 @@ def test_vmap_over_learning_rates():
     def sweep(apply):
         def run(learning_rate):
             return apply(gradtx.adamw(learning_rate, weight_decay=0.1), params, state, grads)
+
         return jax.jit(jax.vmap(run))(jnp.array([1e-3, 1e-2, 1e-1]))
 
     fused, plain = sweep(gradtx.fused_apply), sweep(plain_apply)

@@ -28,7 +28,12 @@ def test_paths_are_keys_joined_by_slashes():
 
     Recorder()(PARAMS)
     assert sorted(seen) == [
-        "dense/bias", "dense/kernel", "layers/0/w", "layers/1/w", "norm/bias", "norm/scale",
+        "dense/bias",
+        "dense/kernel",
+        "layers/0/w",
+        "layers/1/w",
+        "norm/bias",
+        "norm/scale",
     ]
 
 
@@ -93,8 +98,11 @@ def test_bad_patterns_are_refused_with_their_position():
 
 
 def test_config_errors_in_a_mask_name_the_path():
-    config = {"name": "adamw", "learning_rate": 1e-3,
-              "mask": {"name": "path_mask", "exclude": ["bias$", "("]}}
+    config = {
+        "name": "adamw",
+        "learning_rate": 1e-3,
+        "mask": {"name": "path_mask", "exclude": ["bias$", "("]},
+    }
     with pytest.raises(gradtx.ConfigError, match=r"^mask\.exclude\[1\]: is not a valid regular"):
         gradtx.from_config(config)
 
@@ -182,8 +190,10 @@ def test_optax_accepts_a_path_mask():
 
     params = {"dense": {"kernel": jnp.ones(2), "bias": jnp.ones(2)}}
     zeros = jax.tree.map(jnp.zeros_like, params)
-    for tx in (optax.adamw(0.1, weight_decay=0.5, mask=NO_BIAS_OR_SCALE),
-               gradtx.adamw(0.1, weight_decay=0.5, mask=NO_BIAS_OR_SCALE)):
+    for tx in (
+        optax.adamw(0.1, weight_decay=0.5, mask=NO_BIAS_OR_SCALE),
+        gradtx.adamw(0.1, weight_decay=0.5, mask=NO_BIAS_OR_SCALE),
+    ):
         updates, _ = tx.update(zeros, tx.init(params), params)
         np.testing.assert_allclose(updates["dense"]["kernel"], [-0.05, -0.05])
         np.testing.assert_allclose(updates["dense"]["bias"], [0.0, 0.0])

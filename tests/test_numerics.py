@@ -160,9 +160,7 @@ def numpy_sgd(
 
 def reference(rule: Any, params: Any, gradients: Any, **hyperparameters: Any) -> tuple[Any, Any]:
     """Applies a NumPy rule leaf by leaf; returns (updates, params) trees."""
-    results = {
-        name: rule(params[name], gradients[name], **hyperparameters) for name in params
-    }
+    results = {name: rule(params[name], gradients[name], **hyperparameters) for name in params}
     return {n: r[0] for n, r in results.items()}, {n: r[1] for n, r in results.items()}
 
 
@@ -174,7 +172,10 @@ def assert_close_to_reference(actual: Any, expected: Any, *, rtol: float, atol: 
     for name in expected:
         wide = np.complex128 if np.iscomplexobj(expected[name]) else np.float64
         np.testing.assert_allclose(
-            np.asarray(actual[name]).astype(wide), expected[name], rtol=rtol, atol=atol,
+            np.asarray(actual[name]).astype(wide),
+            expected[name],
+            rtol=rtol,
+            atol=atol,
             err_msg=name,
         )
 
@@ -492,9 +493,7 @@ def test_bfloat16_first_moment_tracks_float32_adam_better_than_optax():
     gradients = random_tree(7, np.float32, (steps,))
     tx = gradtx.adam(1e-2, mu_dtype="bfloat16")
     assert all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(tx.init(params)[0].mu))
-    ours, theirs = run_pair(
-        tx, optax.adam(1e-2, mu_dtype=jnp.bfloat16), params, gradients, steps
-    )
+    ours, theirs = run_pair(tx, optax.adam(1e-2, mu_dtype=jnp.bfloat16), params, gradients, steps)
     expected, _ = reference(
         numpy_adam, {n: np.asarray(p) for n, p in params.items()}, gradients, learning_rate=1e-2
     )

@@ -64,8 +64,7 @@ def random_tree(seed: int, dtype: Any, leading: tuple[int, ...] = ()) -> Any:
     rng = np.random.default_rng(seed)
     shapes, treedef = jax.tree.flatten(TEMPLATE, is_leaf=_is_shape)
     leaves = [
-        rng.standard_normal(leading + shape, dtype=np.float32).astype(dtype)
-        for shape in shapes
+        rng.standard_normal(leading + shape, dtype=np.float32).astype(dtype) for shape in shapes
     ]
     return jax.tree.unflatten(treedef, leaves)
 

@@ -139,9 +139,7 @@ SCHEDULES: dict[str, tuple[Any, Any, int]] = {
         40,
     ),
     "exponential_decay-growth-staircase-begin": (
-        gradtx.exponential_decay(
-            0.1, 10, 1.5, transition_begin=5, staircase=True, end_value=0.5
-        ),
+        gradtx.exponential_decay(0.1, 10, 1.5, transition_begin=5, staircase=True, end_value=0.5),
         optax.exponential_decay(0.1, 10, 1.5, transition_begin=5, staircase=True, end_value=0.5),
         45,
     ),

@@ -97,8 +97,12 @@ def test_chain_members_are_keyed_by_their_config_path():
     )
     values = gradtx.hyperparams(tx, run(tx, 4))
     assert set(values) == {
-        "transforms.0.b1", "transforms.0.b2", "transforms.0.eps", "transforms.0.eps_root",
-        "transforms.1.weight_decay", "transforms.2.learning_rate",
+        "transforms.0.b1",
+        "transforms.0.b2",
+        "transforms.0.eps",
+        "transforms.0.eps_root",
+        "transforms.1.weight_decay",
+        "transforms.2.learning_rate",
     }
     np.testing.assert_allclose(values["transforms.1.weight_decay"], 0.4, rtol=1e-6)
     np.testing.assert_allclose(values["transforms.2.learning_rate"], SCHEDULE(4), rtol=1e-6)

@@ -320,8 +320,9 @@ def test_flatten_unflatten_round_trip(name):
 
 
 def test_numeric_hyperparameters_are_leaves_and_options_are_not():
-    adam = gradtx.scale_by_adam(b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-9, mu_dtype=jnp.bfloat16,
-                                nesterov=True)
+    adam = gradtx.scale_by_adam(
+        b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-9, mu_dtype=jnp.bfloat16, nesterov=True
+    )
     assert _leaf_names(adam) == {".b1": 0.8, ".b2": 0.99, ".eps": 1e-6, ".eps_root": 1e-9}
 
     momentum = gradtx.trace(0.7, nesterov=True, accumulator_dtype=jnp.float16)
@@ -335,14 +336,21 @@ def test_numeric_hyperparameters_are_leaves_and_options_are_not():
 
     adamw = gradtx.adamw(0.01, b1=0.5, weight_decay=0.3, mask=no_biases)
     assert _leaf_names(adamw) == {
-        ".learning_rate": 0.01, ".b1": 0.5, ".b2": 0.999, ".eps": 1e-8, ".eps_root": 0.0,
+        ".learning_rate": 0.01,
+        ".b1": 0.5,
+        ".b2": 0.999,
+        ".eps": 1e-8,
+        ".eps_root": 0.0,
         ".weight_decay": 0.3,
     }
     schedule = gradtx.exponential_decay(0.1, 100, 0.9, staircase=True)
     assert _leaf_names(gradtx.sgd(schedule, momentum=0.9)) == {
-        ".learning_rate.init_value": 0.1, ".learning_rate.transition_steps": 100,
-        ".learning_rate.decay_rate": 0.9, ".learning_rate.transition_begin": 0,
-        ".momentum": 0.9, ".weight_decay": 0.0,
+        ".learning_rate.init_value": 0.1,
+        ".learning_rate.transition_steps": 100,
+        ".learning_rate.decay_rate": 0.9,
+        ".learning_rate.transition_begin": 0,
+        ".momentum": 0.9,
+        ".weight_decay": 0.0,
     }
 
 
@@ -384,8 +392,9 @@ def _loss(params: Any, features: Any = FEATURES, targets: Any = TARGETS) -> jax.
     return jnp.mean((features @ params["w"] + params["c"] - targets) ** 2)
 
 
-def _run(tx: Any, steps: int, params: Any = PARAMS, features: Any = FEATURES,
-         targets: Any = TARGETS) -> tuple[Any, jax.Array]:
+def _run(
+    tx: Any, steps: int, params: Any = PARAMS, features: Any = FEATURES, targets: Any = TARGETS
+) -> tuple[Any, jax.Array]:
     """``steps`` full-batch steps with ``tx``; returns the params and final loss."""
 
     def body(carry, _):
@@ -581,8 +590,9 @@ def _adamw_with_decay(lr: Any) -> Any:
 
 def test_vmap_over_a_batched_tx_with_an_in_axes_pytree():
     batched = gradtx.adamw(LEARNING_RATES, weight_decay=0.05)
-    in_axes = gradtx.adamw(learning_rate=0, b1=None, b2=None, eps=None, eps_root=None,
-                           weight_decay=None)
+    in_axes = gradtx.adamw(
+        learning_rate=0, b1=None, b2=None, eps=None, eps_root=None, weight_decay=None
+    )
     swept = jax.vmap(lambda tx: _run(tx, SWEEP_STEPS)[1], in_axes=(in_axes,))(batched)
     separate = _separate_runs(_adamw_with_decay)
     np.testing.assert_allclose(swept, separate, rtol=1e-5)
@@ -616,8 +626,12 @@ def _finite_difference(function: Callable[[float], Any], x: float, h: float) -> 
         (lambda lr: gradtx.sgd(lr, momentum=0.9), 0.01),
         # A float transition_steps keeps the schedule in float64 (an int32 count
         # divided by an int gives float32 even under x64, as in Optax).
-        (lambda v: gradtx.adam(gradtx.exponential_decay(init_value=v, transition_steps=2.0,
-                                                         decay_rate=0.5)), 0.05),
+        (
+            lambda v: gradtx.adam(
+                gradtx.exponential_decay(init_value=v, transition_steps=2.0, decay_rate=0.5)
+            ),
+            0.05,
+        ),
         (lambda b1: gradtx.adam(0.05, b1=b1), 0.8),
         (lambda wd: gradtx.adamw(0.05, weight_decay=wd), 0.3),
     ],

@@ -82,7 +82,8 @@ def summary(task: Task, entry: Entry) -> dict[str, float | int | str | None]:
         "steps_to_target": float(np.median(to_target[reached])) if reached.any() else None,
         "seconds_to_target": (
             float(np.median(to_target[reached]) * curves.seconds_per_step)
-            if reached.any() else None
+            if reached.any()
+            else None
         ),
         "score_mean": score_mean,
         "score_std": score_std,

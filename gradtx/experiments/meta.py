@@ -159,10 +159,14 @@ def tune_hyperparameter(
 
     def held_out_loss(position: jax.Array) -> float:
         rounds = max(1, -(-eval_seeds // seeds))
-        return float(np.mean([
-            loss_and_grad(position, seed_keys(seeds, base_seed=999_999 + r))[0]
-            for r in range(rounds)
-        ]))
+        return float(
+            np.mean(
+                [
+                    loss_and_grad(position, seed_keys(seeds, base_seed=999_999 + r))[0]
+                    for r in range(rounds)
+                ]
+            )
+        )
 
     return TuneResult(
         path=path,

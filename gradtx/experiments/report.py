@@ -88,19 +88,24 @@ def atomic_write_text(path: pathlib.Path, text: str) -> None:
         raise
 
 
-def write_compare_data(out: pathlib.Path, task: Task, entries: list[Entry],
-                       rows: list[dict[str, Any]]) -> tuple[pathlib.Path, pathlib.Path]:
+def write_compare_data(
+    out: pathlib.Path, task: Task, entries: list[Entry], rows: list[dict[str, Any]]
+) -> tuple[pathlib.Path, pathlib.Path]:
     """Writes every curve to ``curves.csv`` and the summary to ``results.json``."""
     lines = [["optimizer", "seed", "step", "metric", "value"]]
     for entry in entries:
         curves = entry.curves
         for seed, values in enumerate(curves.curve):
-            lines += [[entry.label, seed, step + 1, task.curve_name, float(v)]
-                      for step, v in enumerate(values)]
+            lines += [
+                [entry.label, seed, step + 1, task.curve_name, float(v)]
+                for step, v in enumerate(values)
+            ]
         for name, values in curves.metrics.items():
             for seed, series in enumerate(values):
-                lines += [[entry.label, seed, int(step), name, float(v)]
-                          for step, v in zip(curves.eval_steps, series)]
+                lines += [
+                    [entry.label, seed, int(step), name, float(v)]
+                    for step, v in zip(curves.eval_steps, series)
+                ]
     csv_path = out / "curves.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as file:
         csv.writer(file).writerows(lines)
@@ -140,18 +145,37 @@ def plot_compare(path: pathlib.Path, task: Task, entries: list[Entry]) -> None:
         smoothed = trailing_mean(entry.curves.curve)
         steps = np.arange(1, smoothed.shape[-1] + 1)
         (line,) = left.plot(steps, np.nanmean(smoothed, axis=0), label=entry.label)
-        left.fill_between(steps, np.nanmin(smoothed, axis=0), np.nanmax(smoothed, axis=0),
-                          color=line.get_color(), alpha=0.2)
+        left.fill_between(
+            steps,
+            np.nanmin(smoothed, axis=0),
+            np.nanmax(smoothed, axis=0),
+            color=line.get_color(),
+            alpha=0.2,
+        )
         scores = entry.curves.metrics[task.score_name]
-        right.plot(entry.curves.eval_steps, np.nanmean(scores, axis=0), marker="o",
-                   markersize=3, color=line.get_color(), label=entry.label)
-        right.fill_between(entry.curves.eval_steps, np.nanmin(scores, axis=0),
-                           np.nanmax(scores, axis=0), color=line.get_color(), alpha=0.2)
+        right.plot(
+            entry.curves.eval_steps,
+            np.nanmean(scores, axis=0),
+            marker="o",
+            markersize=3,
+            color=line.get_color(),
+            label=entry.label,
+        )
+        right.fill_between(
+            entry.curves.eval_steps,
+            np.nanmin(scores, axis=0),
+            np.nanmax(scores, axis=0),
+            color=line.get_color(),
+            alpha=0.2,
+        )
     left.axhline(task.curve_target, color="grey", linestyle=":", linewidth=1)
     if not task.curve_higher_is_better:
         left.set_yscale("log")
-    left.set(xlabel="step", ylabel=f"{task.curve_name} (trailing mean)",
-             title=f"{task.name}: {task.curve_name}, mean and range over seeds")
+    left.set(
+        xlabel="step",
+        ylabel=f"{task.curve_name} (trailing mean)",
+        title=f"{task.name}: {task.curve_name}, mean and range over seeds",
+    )
     right.set(xlabel="step", ylabel=task.score_name, title=f"{task.name}: {task.score_name}")
     left.legend(fontsize=8)
     right.legend(fontsize=8)
@@ -165,8 +189,10 @@ def sweep_table(task: Task, result: SweepResult) -> str:
     paths = list(result.trials[0])
     header = ["rank", *paths, f"{task.score_name} (mean over seeds)"]
     order = result.ranking(task.higher_is_better)
-    rows = [[rank + 1, *(result.trials[i][p] for p in paths), float(result.scores[i])]
-            for rank, i in enumerate(order)]
+    rows = [
+        [rank + 1, *(result.trials[i][p] for p in paths), float(result.scores[i])]
+        for rank, i in enumerate(order)
+    ]
     return format_table(header, rows)
 
 
@@ -206,8 +232,9 @@ def plot_tuning(path: pathlib.Path, history: list[float], losses: list[float], n
     left.plot(range(len(history)), history, marker="o", markersize=3)
     left.set(xlabel="meta-step", ylabel=name, yscale="log", title=f"learned {name}")
     right.plot(range(1, len(losses) + 1), losses, marker="o", markersize=3)
-    right.set(xlabel="meta-step", ylabel="validation loss after unrolled training",
-              title="meta-objective")
+    right.set(
+        xlabel="meta-step", ylabel="validation loss after unrolled training", title="meta-objective"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

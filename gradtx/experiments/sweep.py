@@ -61,7 +61,6 @@ def run_sweep(
       ValueError: if the optimizers do not share one structure.
     """
     batched = stack(optimizers)
-    curves = train(task, batched, seeds=seeds, steps=steps, eval_every=eval_every,
-                   trials_axis=True)
+    curves = train(task, batched, seeds=seeds, steps=steps, eval_every=eval_every, trials_axis=True)
     scores = curves.final(task.score_name).mean(axis=-1)
     return SweepResult(trials, optimizers, curves, scores)

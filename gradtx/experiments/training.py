@@ -88,9 +88,7 @@ def make_run(task: Task, steps: int, eval_every: int) -> Callable[[Any, jax.Arra
             carry, values = jax.lax.scan(train_step, carry, None, length=eval_every)
             return carry, (values, task.evaluate(carry[0]))
 
-        _, (values, metrics) = jax.lax.scan(
-            chunk, (params, state, train_key), None, length=n_evals
-        )
+        _, (values, metrics) = jax.lax.scan(chunk, (params, state, train_key), None, length=n_evals)
         return values.reshape(-1), metrics
 
     return run
@@ -163,5 +161,6 @@ def stack(transformations: list[Transformation]) -> Transformation:
             "all trials must share one structure (only numeric hyperparameters may "
             f"vary); got {len(structures)} different structures"
         )
-    return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x) for x in leaves]),
-                        *transformations)
+    return jax.tree.map(
+        lambda *leaves: jnp.stack([jnp.asarray(x) for x in leaves]), *transformations
+    )

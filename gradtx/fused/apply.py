@@ -84,7 +84,9 @@ class _Plan:
 _ADAM_PATTERNS = {
     (scale_by_adam, scale_by_learning_rate): ("adam", "learning_rate"),
     (scale_by_adam, add_decayed_weights, scale_by_learning_rate): (
-        "adam", "decay", "learning_rate",
+        "adam",
+        "decay",
+        "learning_rate",
     ),
 }
 _SGD_PATTERNS = {
@@ -92,7 +94,9 @@ _SGD_PATTERNS = {
     (trace, scale_by_learning_rate): ("momentum", "learning_rate"),
     (add_decayed_weights, scale_by_learning_rate): ("decay", "learning_rate"),
     (add_decayed_weights, trace, scale_by_learning_rate): (
-        "decay", "momentum", "learning_rate",
+        "decay",
+        "momentum",
+        "learning_rate",
     ),
 }
 
@@ -297,7 +301,11 @@ def _adam_kernel(
             },
             vmap_method="sequential",
         )(
-            scalars, *p[group], *g[group], *mu[group], *nu[group],
+            scalars,
+            *p[group],
+            *g[group],
+            *mu[group],
+            *nu[group],
             nesterov=config.nesterov,
             leaf_flags=config.leaf_flags(group),
         )
@@ -311,8 +319,19 @@ def _adam_reference(
     config: _AdamConfig, scalars: jax.Array, p: _Arrays, g: _Arrays, mu: _Arrays, nu: _Arrays
 ) -> tuple[_Arrays, _Arrays, _Arrays]:
     """The kernel's arithmetic in JAX (used to differentiate through it)."""
-    (one_minus_b1, b1, one_minus_b2, b2, inv_c1, inv_c2, inv_next_c1, eps_root, eps,
-     weight_decay, neg_lr) = scalars
+    (
+        one_minus_b1,
+        b1,
+        one_minus_b2,
+        b2,
+        inv_c1,
+        inv_c2,
+        inv_next_c1,
+        eps_root,
+        eps,
+        weight_decay,
+        neg_lr,
+    ) = scalars
     new_p, new_mu, new_nu = [], [], []
     for p_i, g_i, mu_i, nu_i, decay in zip(p, g, mu, nu, config.decay_flags):
         mu_i = one_minus_b1 * g_i + b1 * mu_i
@@ -345,19 +364,21 @@ def _adam_step(tx: Any, plan: _Plan, params: Params, state: OptState, grads: Upd
     mu, nu = leaves.like_params(adam_state.mu), leaves.like_params(adam_state.nu)
     count = numerics.safe_increment(adam_state.count)
     b1, b2 = adam.b1, adam.b2
-    scalars = jnp.stack([
-        _elementwise(1 - b1),
-        _elementwise(b1),
-        _elementwise(1 - b2),
-        _elementwise(b2),
-        _inverse_correction(b1, count),
-        _inverse_correction(b2, count),
-        _inverse_correction(b1, numerics.safe_increment(count)),
-        _elementwise(adam.eps_root),
-        _elementwise(adam.eps),
-        _weight_decay_factor(plan, state),
-        _learning_rate_factor(plan, state),
-    ])
+    scalars = jnp.stack(
+        [
+            _elementwise(1 - b1),
+            _elementwise(b1),
+            _elementwise(1 - b2),
+            _elementwise(b2),
+            _inverse_correction(b1, count),
+            _inverse_correction(b2, count),
+            _inverse_correction(b1, numerics.safe_increment(count)),
+            _elementwise(adam.eps_root),
+            _elementwise(adam.eps),
+            _weight_decay_factor(plan, state),
+            _learning_rate_factor(plan, state),
+        ]
+    )
     config = _AdamConfig(
         nesterov=adam.nesterov,
         decay_flags=leaves.kernel_part(_decay_flags(plan, params, leaves.count)),
@@ -409,7 +430,10 @@ def _sgd_kernel(
             },
             vmap_method="sequential",
         )(
-            scalars, *p[group], *g[group], *traces,
+            scalars,
+            *p[group],
+            *g[group],
+            *traces,
             has_momentum=config.has_momentum,
             nesterov=config.nesterov,
             leaf_flags=config.leaf_flags(group),
@@ -449,14 +473,14 @@ _sgd_update.defjvp(
 def _sgd_step(tx: Any, plan: _Plan, params: Params, state: OptState, grads: Updates) -> Any:
     leaves = _Leaves(params, grads)
     momentum = plan.members[plan.momentum] if plan.momentum is not None else None
-    traces = (
-        leaves.like_params(state[plan.momentum].trace) if plan.momentum is not None else []
+    traces = leaves.like_params(state[plan.momentum].trace) if plan.momentum is not None else []
+    scalars = jnp.stack(
+        [
+            _weight_decay_factor(plan, state),
+            _elementwise(momentum.decay) if momentum else jnp.zeros((), jnp.float32),  # type: ignore[attr-defined]
+            _learning_rate_factor(plan, state),
+        ]
     )
-    scalars = jnp.stack([
-        _weight_decay_factor(plan, state),
-        _elementwise(momentum.decay) if momentum else jnp.zeros((), jnp.float32),  # type: ignore[attr-defined]
-        _learning_rate_factor(plan, state),
-    ])
     config = _SgdConfig(
         has_momentum=momentum is not None,
         nesterov=bool(momentum is not None and momentum.nesterov),  # type: ignore[attr-defined]
@@ -489,11 +513,7 @@ def _plain_apply(tx: Any, params: Params, state: OptState, grads: Updates) -> An
 def _native_usable() -> bool:
     # One device only: a custom call has no sharding rule, so XLA's partitioner
     # would gather sharded params to run it. Other backends use the plain path.
-    return (
-        jax.default_backend() == "cpu"
-        and jax.device_count() == 1
-        and build.load()
-    )
+    return jax.default_backend() == "cpu" and jax.device_count() == 1 and build.load()
 
 
 def _traced_apply(tx: Any, params: Params, state: OptState, grads: Updates) -> Any:

@@ -52,12 +52,14 @@ def step(state: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
         POLE_HALF_LENGTH * (4.0 / 3.0 - POLE_MASS * cos**2 / TOTAL_MASS)
     )
     x_acc = temp - POLE_MASS_LENGTH * theta_acc * cos / TOTAL_MASS
-    next_state = jnp.stack([
-        x + TIME_STEP * x_dot,
-        x_dot + TIME_STEP * x_acc,
-        theta + TIME_STEP * theta_dot,
-        theta_dot + TIME_STEP * theta_acc,
-    ])
+    next_state = jnp.stack(
+        [
+            x + TIME_STEP * x_dot,
+            x_dot + TIME_STEP * x_acc,
+            theta + TIME_STEP * theta_dot,
+            theta_dot + TIME_STEP * theta_acc,
+        ]
+    )
     failed = (jnp.abs(next_state[0]) > POSITION_LIMIT) | (jnp.abs(next_state[2]) > ANGLE_LIMIT)
     return next_state, failed
 

@@ -16,8 +16,15 @@ import numpy as np
 from gradtx.tasks import nn
 from gradtx.tasks.base import Task
 
-MODULES = ("textwrap.py", "heapq.py", "bisect.py", "colorsys.py", "fnmatch.py", "shlex.py",
-           "string.py")
+MODULES = (
+    "textwrap.py",
+    "heapq.py",
+    "bisect.py",
+    "colorsys.py",
+    "fnmatch.py",
+    "shlex.py",
+    "string.py",
+)
 # Printable ASCII plus newline; anything else maps to the last symbol.
 ALPHABET = "\n" + "".join(chr(code) for code in range(32, 127))
 UNKNOWN = len(ALPHABET)
@@ -43,9 +50,7 @@ def load_corpus(stdlib: str | None = None) -> np.ndarray:
     """
     folder = pathlib.Path(stdlib or sysconfig.get_paths()["stdlib"])
     texts = [
-        (folder / name).read_text(encoding="utf-8")
-        for name in MODULES
-        if (folder / name).is_file()
+        (folder / name).read_text(encoding="utf-8") for name in MODULES if (folder / name).is_file()
     ]
     if not texts:
         raise FileNotFoundError(f"none of {MODULES} found in {folder}")

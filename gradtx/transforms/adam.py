@@ -118,9 +118,9 @@ class scale_by_adam(Transformation):  # noqa: N801 - Optax's name
             mu = (1 - b1) * g.astype(mu.dtype) + b1 * mu
             nu = (1 - b2) * numerics.abs_sq(g.astype(nu.dtype)) + b2 * nu
             if self.nesterov:
-                mu_hat = b1 * numerics.bias_correction(
-                    mu, b1, numerics.safe_increment(count)
-                ) + (1 - b1) * numerics.bias_correction(g, b1, count)
+                mu_hat = b1 * numerics.bias_correction(mu, b1, numerics.safe_increment(count)) + (
+                    1 - b1
+                ) * numerics.bias_correction(g, b1, count)
             else:
                 mu_hat = numerics.bias_correction(mu, b1, count)
             nu_hat = numerics.bias_correction(nu, b2, count)

@@ -74,9 +74,7 @@ class trace(Transformation):  # noqa: N801 - Optax's name
 
     def init(self, params: Params) -> OptState:
         return TraceState(
-            trace=jax.tree.map(
-                lambda p: jnp.zeros_like(p, dtype=self.accumulator_dtype), params
-            )
+            trace=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=self.accumulator_dtype), params)
         )
 
     def update(
@@ -92,9 +90,7 @@ class trace(Transformation):  # noqa: N801 - Optax's name
         else:
             out = new_trace
         out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
-        new_trace = jax.tree.map(
-            lambda t, old: t.astype(old.dtype), new_trace, state.trace
-        )
+        new_trace = jax.tree.map(lambda t, old: t.astype(old.dtype), new_trace, state.trace)
         return out, TraceState(trace=new_trace)
 
     def _accumulate(self, g: jax.Array, stored: jax.Array) -> jax.Array:

@@ -34,8 +34,10 @@ def make_regression_task() -> Task:
         init_params=lambda key: {"w": jax.random.normal(key, (6,)) * 0.1},
         sample_batch=sample_batch,
         loss=loss,
-        evaluate=lambda params: {"test_loss": validation_loss(params),
-                                 "train_loss": jnp.mean((x @ params["w"] - y) ** 2)},
+        evaluate=lambda params: {
+            "test_loss": validation_loss(params),
+            "train_loss": jnp.mean((x @ params["w"] - y) ** 2),
+        },
         score_name="test_loss",
         higher_is_better=False,
         curve_name="train loss",

@@ -52,8 +52,24 @@ def test_compare_short_run(task, tmp_path, capsys):
     config = tmp_path / "mine.yaml"
     gradtx.save_config(gradtx.sgd(0.05, momentum=0.9), config)
     out = tmp_path / "run"
-    code = cli.main(["compare", "--task", task, "--steps", "10", "--seeds", "2", "--quiet",
-                     "--optimizer", "adam", "--optimizer", str(config), "--out", str(out)])
+    code = cli.main(
+        [
+            "compare",
+            "--task",
+            task,
+            "--steps",
+            "10",
+            "--seeds",
+            "2",
+            "--quiet",
+            "--optimizer",
+            "adam",
+            "--optimizer",
+            str(config),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "adam" in printed and "mine" in printed
@@ -69,9 +85,24 @@ def test_compare_short_run(task, tmp_path, capsys):
 @pytest.mark.parametrize("task", ["digits", "cartpole"])
 def test_sweep_short_run_saves_the_best_config(task, tmp_path, capsys):
     out = tmp_path / "sweep"
-    code = cli.main(["sweep", "--task", task, "--steps", "6", "--seeds", "1", "--quiet",
-                     "--grid", "learning_rate=1e-3,1e-2", "--grid", "b1=0.8,0.9",
-                     "--out", str(out)])
+    code = cli.main(
+        [
+            "sweep",
+            "--task",
+            task,
+            "--steps",
+            "6",
+            "--seeds",
+            "1",
+            "--quiet",
+            "--grid",
+            "learning_rate=1e-3,1e-2",
+            "--grid",
+            "b1=0.8,0.9",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     summary = json.loads((out / "sweep.json").read_text())
     assert len(summary["trials"]) == 4
@@ -84,9 +115,24 @@ def test_sweep_short_run_saves_the_best_config(task, tmp_path, capsys):
 
 def test_random_sweep_on_text(tmp_path):
     out = tmp_path / "sweep"
-    code = cli.main(["sweep", "--task", "text", "--steps", "4", "--seeds", "1", "--quiet",
-                     "--random", "learning_rate=loguniform(1e-4,1e-1)", "--trials", "3",
-                     "--out", str(out)])
+    code = cli.main(
+        [
+            "sweep",
+            "--task",
+            "text",
+            "--steps",
+            "4",
+            "--seeds",
+            "1",
+            "--quiet",
+            "--random",
+            "learning_rate=loguniform(1e-4,1e-1)",
+            "--trials",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     trials = json.loads((out / "sweep.json").read_text())["trials"]
     assert len(trials) == 3 and all(1e-4 <= t["learning_rate"] <= 1e-1 for t in trials)
@@ -96,8 +142,20 @@ def test_random_sweep_on_text(tmp_path):
 @pytest.mark.parametrize("task", ["digits", "text", "cartpole"])
 def test_tune_lr_short_run(task, tmp_path):
     out = tmp_path / "tune"
-    code = cli.main(["tune-lr", "--task", task, "--unroll", "3", "--meta-steps", "2", "--quiet",
-                     "--out", str(out)])
+    code = cli.main(
+        [
+            "tune-lr",
+            "--task",
+            task,
+            "--unroll",
+            "3",
+            "--meta-steps",
+            "2",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads((out / "tune.json").read_text())
     assert len(result["history"]) == 3
@@ -107,7 +165,9 @@ def test_tune_lr_short_run(task, tmp_path):
 def test_python_dash_m_runs_the_same_command(tmp_path):
     completed = subprocess.run(
         [sys.executable, "-m", "gradtx", "compare", "--task", "nope"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 2
     assert "unknown task 'nope'" in completed.stderr

@@ -9,9 +9,9 @@ from gradtx.experiments import metrics
 def test_trailing_mean_matches_a_direct_loop():
     rng = np.random.default_rng(0)
     curve = rng.normal(size=(3, 25))
-    expected = np.stack([
-        [curve[r, max(0, i - 4) : i + 1].mean() for i in range(25)] for r in range(3)
-    ])
+    expected = np.stack(
+        [[curve[r, max(0, i - 4) : i + 1].mean() for i in range(25)] for r in range(3)]
+    )
     np.testing.assert_allclose(metrics.trailing_mean(curve, window=5), expected)
 
 

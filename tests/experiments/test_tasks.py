@@ -17,8 +17,14 @@ def _reference_cartpole_step(state, action):
         0.5 * (4.0 / 3.0 - 0.1 * np.cos(theta) ** 2 / total_mass)
     )
     x_acc = temp - pole_mass_length * theta_acc * np.cos(theta) / total_mass
-    new = np.array([x + 0.02 * x_dot, x_dot + 0.02 * x_acc,
-                    theta + 0.02 * theta_dot, theta_dot + 0.02 * theta_acc])
+    new = np.array(
+        [
+            x + 0.02 * x_dot,
+            x_dot + 0.02 * x_acc,
+            theta + 0.02 * theta_dot,
+            theta_dot + 0.02 * theta_acc,
+        ]
+    )
     done = abs(new[0]) > 2.4 or abs(new[2]) > 12 * 2 * np.pi / 360
     return new, done
 
@@ -80,7 +86,8 @@ def test_every_task_trains_and_evaluates_with_finite_numbers():
         params = task.init_params(jax.random.PRNGKey(0))
         batch = task.sample_batch(jax.random.PRNGKey(1))
         grads, curve_value = jax.jit(jax.grad(task.loss, has_aux=True))(
-            params, batch, jax.random.PRNGKey(2))
+            params, batch, jax.random.PRNGKey(2)
+        )
         assert np.isfinite(float(curve_value))
         assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
         assert task.score_name in jax.jit(task.evaluate)(params)
@@ -94,8 +101,14 @@ def test_patch_convolution_equals_lax_convolution():
     params = nn.conv_init(key_p, 3, 5)
     images = jax.random.normal(key_x, (2, 8, 8, 3))
     for stride in (1, 2):
-        expected = jax.lax.conv_general_dilated(
-            images, params["kernel"], (stride, stride), "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        ) + params["bias"][None, None, None, :]
+        expected = (
+            jax.lax.conv_general_dilated(
+                images,
+                params["kernel"],
+                (stride, stride),
+                "SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+            + params["bias"][None, None, None, :]
+        )
         np.testing.assert_allclose(nn.conv(params, images, stride), expected, atol=1e-5)
