@@ -5,13 +5,10 @@ serializes as ``adamw`` with its arguments, while its state and updates are
 exactly those of the chain returned by :meth:`Alias.expand`.
 """
 
-from __future__ import annotations
-
 import dataclasses
 from typing import Any
 
 import jax
-import numpy as np
 
 from gradtx import checks, numerics
 from gradtx.base import (
@@ -47,12 +44,12 @@ class Alias(Transformation):
         return self.expand().update(updates, state, params, **extra_args)
 
 
-def _is_nonzero(value: Any) -> bool:
-    """Whether a weight decay is (possibly) non-zero; traced values count as non-zero."""
-    if callable(value):
-        return True
-    concrete = checks.concrete_value(value)
-    return concrete is None or bool(np.any(concrete != 0))
+def _is_python_zero(value: Any) -> bool:
+    # Decided on the Python type, never on an array's value: a traced weight
+    # decay (optax.inject_hyperparams) must give the same chain as a concrete one.
+    return value is None or (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+    )
 
 
 @value_class
@@ -61,20 +58,27 @@ class sgd(Alias):  # noqa: N801 - Optax's name
 
     Update rule (torch.optim.SGD's)::
 
-        g <- g + weight_decay * p          (if weight_decay != 0)
+        g <- g + weight_decay * p          (if weight_decay is given)
         m <- g + momentum * m              (if momentum is not None)
         u <- -learning_rate * m            (or the Nesterov form of m)
 
-    The chain is ``[add_decayed_weights(weight_decay)] -> [trace(momentum,
-    nesterov)] -> scale_by_learning_rate(learning_rate)``; the weight-decay step
-    is left out when ``weight_decay`` is zero, so ``update`` then needs no params.
+    The chain is Optax's, ``[trace(momentum, nesterov, accumulator_dtype)] ->
+    scale_by_learning_rate(learning_rate)``, so its state is Optax's too; with
+    a weight decay it is ``chain(add_decayed_weights(weight_decay), <that
+    chain>)``, the state of ``optax.chain(optax.add_decayed_weights(wd),
+    optax.sgd(...))``. The decay
+    step is there unless ``weight_decay`` is None or a Python number equal to
+    zero (decided on the type, so a traced or array weight decay always has
+    it); without it ``update`` needs no params.
 
     Args:
       learning_rate: a non-negative number or a schedule.
       momentum: the momentum coefficient, or None for plain SGD.
       nesterov: use Nesterov momentum.
-      weight_decay: L2 penalty coefficient added to the gradient before
-        momentum (the classic momentum-with-weight-decay optimizer), >= 0.
+      accumulator_dtype: storage dtype of the momentum buffer; None keeps the
+        params'.
+      weight_decay: gradtx's addition (keyword-only): L2 penalty coefficient
+        (or schedule) added to the gradient before momentum, >= 0.
 
     Raises:
       ValueError: if a hyperparameter is out of range.
@@ -93,9 +97,9 @@ class sgd(Alias):  # noqa: N801 - Optax's name
     learning_rate: ScalarOrSchedule = hyperparameter()
     momentum: jax.typing.ArrayLike | None = hyperparameter(default=None)
     nesterov: bool = static_field(default=False)
-    weight_decay: ScalarOrSchedule = hyperparameter(default=0.0)
-    # Fixed at construction: whether the chain has a weight-decay step, so the
-    # state structure does not depend on whether weight_decay is traced.
+    accumulator_dtype: str | None = static_field(default=None)
+    weight_decay: ScalarOrSchedule | None = hyperparameter(default=None, kw_only=True)
+    # Fixed at construction: whether the chain has a weight-decay step.
     has_weight_decay: bool = dataclasses.field(
         init=False, repr=False, metadata={"gradtx_static": True}
     )
@@ -104,18 +108,27 @@ class sgd(Alias):  # noqa: N801 - Optax's name
         checks.check_number("learning_rate", self.learning_rate, low=0.0)
         checks.check_number("momentum", self.momentum, low=0.0)
         checks.check_number("weight_decay", self.weight_decay, low=0.0)
-        object.__setattr__(self, "has_weight_decay", _is_nonzero(self.weight_decay))
+        object.__setattr__(
+            self, "accumulator_dtype", numerics.canonical_dtype(self.accumulator_dtype)
+        )
+        object.__setattr__(self, "has_weight_decay", not _is_python_zero(self.weight_decay))
 
     def expand(self) -> chain:
-        members: list[Transformation] = []
-        if self.has_weight_decay:
-            members.append(add_decayed_weights(self.weight_decay))
         if self.momentum is None:
-            members.append(identity())
+            momentum: Transformation = identity()
         else:
-            members.append(trace(decay=self.momentum, nesterov=self.nesterov))
-        members.append(scale_by_learning_rate(self.learning_rate))
-        return chain(*members)
+            momentum = trace(
+                decay=self.momentum,
+                nesterov=self.nesterov,
+                accumulator_dtype=self.accumulator_dtype,
+            )
+        plain = chain(momentum, scale_by_learning_rate(self.learning_rate))
+        if self.has_weight_decay:
+            assert self.weight_decay is not None  # None is no weight decay
+            # The state of optax.chain(optax.add_decayed_weights(wd), optax.sgd(...)),
+            # the usual way to write this optimizer with Optax.
+            return chain(add_decayed_weights(self.weight_decay), plain)
+        return plain
 
 
 @value_class(pytree=False)

@@ -6,12 +6,19 @@ JAX pytree. Numeric hyperparameters are pytree leaves, so they can be traced by
 options (dtypes, booleans, masks) are static and live in the tree definition.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import sys
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol, TypeVar, overload, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    NamedTuple,
+    Protocol,
+    TypeVar,
+    overload,
+    runtime_checkable,
+)
 
 import jax
 import numpy as np
@@ -29,29 +36,6 @@ ValueT = TypeVar("ValueT", bound="Value")
 
 class EmptyState(NamedTuple):
     """State of a transformation that keeps none."""
-
-
-@runtime_checkable
-class GradientTransformation(Protocol):
-    """The Optax contract: a pure ``init``/``update`` pair.
-
-    Anything with these two methods is accepted by :func:`gradtx.chain`, by
-    ``optax.chain``, by Flax's ``TrainState`` and by ``nnx.Optimizer``.
-    """
-
-    def init(self, params: Params) -> OptState:
-        """Returns the initial state for ``params``."""
-        ...
-
-    def update(
-        self,
-        updates: Updates,
-        state: OptState,
-        params: Params | None = None,
-        **extra_args: Any,
-    ) -> tuple[Updates, OptState]:
-        """Transforms ``updates`` and returns them with the new state."""
-        ...
 
 
 def hyperparameter(
@@ -119,6 +103,11 @@ class Value:
     pytrees whose numeric hyperparameters are leaves.
     """
 
+    if TYPE_CHECKING:
+        # Every subclass is made a dataclass by value_class; this tells the type
+        # checker so, for dataclasses.fields(self) and dataclasses.replace.
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
     def _comparison_key(self) -> tuple[Any, ...]:
         return tuple(_comparable(getattr(self, field.name)) for field in dataclasses.fields(self))
 
@@ -164,7 +153,9 @@ def _format(value: Any) -> str:
 
 if sys.version_info >= (3, 11):
     from typing import dataclass_transform
-else:  # Python 3.10: type checkers only; no runtime effect either way.
+elif TYPE_CHECKING:  # the type checker's bundled stubs always have typing_extensions
+    from typing_extensions import dataclass_transform
+else:  # Python 3.10 at run time: type checkers only; no runtime effect either way.
 
     def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
         return lambda decorator: decorator
@@ -237,7 +228,47 @@ def value_class(cls: type[ValueT] | None = None, *, pytree: bool = True) -> Any:
         return obj
 
     jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+    if "update" in vars(cls) and cls.__module__.startswith("gradtx."):
+        cls.update = _compiled_when_eager(vars(cls)["update"])  # type: ignore[attr-defined]
     return cls
+
+
+def _compiled_when_eager(update: Callable[..., Any]) -> Callable[..., Any]:
+    """``update`` that, called outside any JAX transformation, runs through ``jax.jit``.
+
+    XLA compiles a whole update differently from the same operations run one by
+    one (it turns a division by a broadcast scalar into a multiplication by its
+    reciprocal, and fuses), so an eager update would differ from the jitted one
+    in the last bits. Compiling the eager call too makes them the same numbers,
+    as a user moving a training loop under ``jax.jit`` expects. Inside ``jit``,
+    ``vmap`` or ``grad`` (any traced input), ``update`` runs as written.
+    """
+    # The transformation is static, as when a user's jitted step closes over
+    # it: its hyperparameters are then the same compile-time constants.
+    compiled = jax.jit(update, static_argnums=0)
+
+    def update_eagerly_compiled(
+        self: Any, updates: Any, state: Any, params: Any = None, **extra_args: Any
+    ) -> Any:
+        leaves = jax.tree.leaves((self, updates, state, params, extra_args))
+        # jax.config's options are attributes set at run time, unknown to mypy.
+        if jax.config.jax_disable_jit or not all(  # type: ignore[attr-defined]
+            isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, complex))
+            and not isinstance(leaf, jax.core.Tracer)
+            for leaf in leaves
+        ):
+            return update(self, updates, state, params, **extra_args)
+        try:
+            hash(self)
+        except TypeError:  # an unhashable foreign member, say
+            return update(self, updates, state, params, **extra_args)
+        return compiled(self, updates, state, params, **extra_args)
+
+    update_eagerly_compiled.__doc__ = update.__doc__
+    update_eagerly_compiled.__name__ = update.__name__
+    update_eagerly_compiled.__qualname__ = update.__qualname__
+    update_eagerly_compiled.__wrapped__ = update  # type: ignore[attr-defined]
+    return update_eagerly_compiled
 
 
 class Transformation(Value):
@@ -274,6 +305,58 @@ class Transformation(Value):
           A pair of the transformed updates and the new state.
         """
         raise NotImplementedError
+
+
+class _ContractMeta(type):
+    """Makes ``isinstance(x, GradientTransformation)`` a check of the contract.
+
+    Like a ``runtime_checkable`` Protocol: anything with callable ``init`` and
+    ``update`` attributes (an Optax transformation, a gradtx value, a user's
+    object) is a gradient transformation.
+    """
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return callable(getattr(instance, "init", None)) and callable(
+            getattr(instance, "update", None)
+        )
+
+
+@value_class
+class GradientTransformation(Transformation, metaclass=_ContractMeta):
+    """The Optax contract, a pure ``init``/``update`` pair, built from two functions.
+
+    ``GradientTransformation(init_fn, update_fn)`` works as Optax's does, for
+    code that writes a transformation as a pair of functions; the result is a
+    gradtx value (hashable by the functions' identity, usable in
+    :func:`gradtx.chain`), though not one a config can name. ``isinstance(x,
+    GradientTransformation)`` is true for anything with ``init`` and ``update``
+    methods, Optax transformations and every gradtx transformation included.
+
+    Args:
+      init: ``init(params) -> state``.
+      update: ``update(updates, state, params=None, **extra_args) -> (updates,
+        state)``.
+
+    Example:
+      >>> import gradtx, jax, jax.numpy as jnp
+      >>> double = gradtx.GradientTransformation(
+      ...     lambda params: gradtx.EmptyState(),
+      ...     lambda updates, state, params=None: (jax.tree.map(lambda u: 2 * u, updates), state))
+      >>> double.update(jnp.ones(2), double.init(None))[0]
+      Array([2., 2.], dtype=float32)
+      >>> isinstance(gradtx.adam(1e-3), gradtx.GradientTransformation)
+      True
+    """
+
+    # Fields named like Optax's NamedTuple fields; as instance attributes they
+    # take precedence over the inherited methods.
+    init: Callable[[Params], OptState] = static_field(shown=True)  # type: ignore[assignment]
+    update: Callable[..., tuple[Updates, OptState]] = static_field(shown=True)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        for name in ("init", "update"):
+            if not callable(getattr(self, name)):
+                raise TypeError(f"{name} must be a function, got {getattr(self, name)!r}")
 
 
 class Schedule(Value):

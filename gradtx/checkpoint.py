@@ -13,8 +13,6 @@ expects, and raises :class:`CheckpointError` on the first difference instead of
 mixing a checkpoint into the wrong run.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import math
@@ -269,7 +267,7 @@ def fit_leaves(
                 f"{name}{path} has dtype {array.dtype.name} in {source} but "
                 f"{like_dtype.name} in {target}"
             )
-    return treedef.unflatten(arrays)
+    return jax.tree.unflatten(treedef, arrays)
 
 
 def leaves_with_paths(tree: Any) -> list[tuple[str, Any]]:

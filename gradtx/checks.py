@@ -1,12 +1,12 @@
 """Validation with clear messages: hyperparameter ranges and tree structures."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from gradtx import trees
 
 PARAMS_REQUIRED = (
     "{name} needs the current parameters: call update(updates, state, params) "
@@ -87,6 +87,29 @@ def _describe(
     return f"{'<=' if high_inclusive else '<'} {high:g}"
 
 
+def check_state_fields(state: Any, state_type: type, name: str) -> None:
+    """Raises ValueError if ``state`` lacks the fields of ``state_type`` (another optimizer's).
+
+    Any object with those fields is accepted, Optax's state of the same name
+    included.
+
+    Args:
+      state: the state given to ``update``.
+      state_type: the NamedTuple class the transformation's ``init`` returns.
+      name: the transformation's name, for the message.
+
+    Raises:
+      ValueError: naming the transformation, the state's type and the fields.
+    """
+    fields: tuple[str, ...] = getattr(state_type, "_fields", ())
+    if not all(hasattr(state, field) for field in fields):
+        raise ValueError(
+            f"{name} was given a {type(state).__name__} as its state, which is not "
+            f"its own ({state_type.__name__} with fields {', '.join(fields)}); pass the "
+            "state that this optimizer's init returned"
+        )
+
+
 def check_trees_match(tree: Any, reference: Any, *, tree_name: str, reference_name: str) -> None:
     """Raises ValueError naming the first key path where two trees differ.
 
@@ -100,7 +123,7 @@ def check_trees_match(tree: Any, reference: Any, *, tree_name: str, reference_na
       ValueError: if the structures or leaf shapes differ.
     """
     is_none = lambda x: x is None  # noqa: E731 - None marks a frozen leaf in Optax
-    if jax.tree.structure(tree, is_leaf=is_none) == jax.tree.structure(reference, is_leaf=is_none):
+    if trees.structure(tree, is_leaf=is_none) == trees.structure(reference, is_leaf=is_none):
         _check_shapes(tree, reference, tree_name, reference_name)
         return
     tree_paths = _paths(tree)

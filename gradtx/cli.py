@@ -4,8 +4,6 @@ Every input is checked before anything is trained or written; bad input gives
 one line on stderr with the accepted values, and exit code 2.
 """
 
-from __future__ import annotations
-
 import argparse
 import datetime
 import json

@@ -18,13 +18,12 @@ their dtype; a mask given as a tree of booleans as that tree (nested dicts).
 never imports a module, evaluates a string or unpickles.
 """
 
-from __future__ import annotations
-
 import copy
 import dataclasses
 import difflib
 import json
 import re
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,6 +45,11 @@ _CALLABLE_HINT = (
     "exponential_decay), or write a gradtx.Schedule or gradtx.Transformation "
     "subclass and decorate it with @gradtx.register (see docs/write_your_own.md)"
 )
+_LABELS_HINT = (
+    "make it serializable with gradtx.path_labels([(regex, label), ...]) (rules over "
+    "each parameter's path, first match wins) or give a tree of labels"
+)
+_HINTS = {"mask": _MASK_HINT, "freeze_mask": _MASK_HINT, "param_labels": _LABELS_HINT}
 _ARRAY_KEYS = frozenset({"array", "dtype"})
 
 
@@ -148,15 +152,31 @@ def _encode(value: Any, path: Path) -> Any:
         return [_encode(item, path + (position,)) for position, item in enumerate(value)]
     if isinstance(value, masks.FrozenTree):
         return _encode_mask_tree(value.tree, path)
+    if isinstance(value, Mapping):
+        return _encode_mapping(value, path)
     if callable(value):
-        hint = _MASK_HINT if path and path[-1] == "mask" else _CALLABLE_HINT
+        hint = _HINTS.get(str(path[-1]) if path else "", _CALLABLE_HINT)
         raise _error(path, f"cannot write the Python callable {value!r} to a config; {hint}")
     raise _error(path, f"cannot write a {type(value).__name__} ({value!r}) to a config")
 
 
+def _encode_mapping(mapping: Mapping[Any, Any], path: Path) -> dict[str, Any]:
+    """A mapping of values (partition's transforms by label) as a JSON object."""
+    for key in mapping:
+        if not isinstance(key, str):
+            raise _error(path, f"can be written to a config only with string keys, got {key!r}")
+    if "name" in mapping or set(mapping) == _ARRAY_KEYS:
+        raise _error(
+            path,
+            f"a mapping with the keys {sorted(mapping)} would read back as a config; "
+            "rename its keys",
+        )
+    return {key: _encode(item, path + (key,)) for key, item in mapping.items()}
+
+
 def _encode_mask_tree(tree: Any, path: Path) -> Any:
     def encode(node: Any, where: Path) -> Any:
-        if isinstance(node, bool):
+        if isinstance(node, (bool, str)):  # booleans of a mask, or labels of a partition
             return node
         if isinstance(node, dict) and all(isinstance(key, str) for key in node):
             return {key: encode(child, where + (key,)) for key, child in node.items()}
@@ -277,7 +297,7 @@ def _is_required(field: dataclasses.Field) -> bool:
 
 def _check_simple_type(field: dataclasses.Field, value: Any, path: Path) -> None:
     """Checks the structural options a class cannot check itself (``if nesterov:``)."""
-    annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    annotation = _annotation_text(field.type)
     if annotation == "bool" and not isinstance(value, bool):
         raise _error(path, f"must be true or false, got {value!r}")
     if annotation.startswith("tuple[") and not isinstance(value, tuple):
@@ -287,6 +307,22 @@ def _check_simple_type(field: dataclasses.Field, value: Any, path: Path) -> None
     ):
         or_null = " or null" if "None" in annotation else ""
         raise _error(path, f"must be a string{or_null}, got {value!r}")
+
+
+def _annotation_text(annotation: Any) -> str:
+    """A field's annotation as source text (``"str | None"``), whether given as text or as a type.
+
+    A user's class written with ``from __future__ import annotations`` has text
+    annotations; gradtx's own are real types.
+    """
+    if isinstance(annotation, str):
+        return annotation
+    if typing.get_origin(annotation) is tuple:
+        return "tuple[...]"
+    arguments = typing.get_args(annotation)
+    if arguments and set(arguments) == {str, type(None)}:
+        return "str | None"
+    return getattr(annotation, "__name__", "")
 
 
 _LEADING_NAME = re.compile(r"([A-Za-z_]\w*)((?:\[[^\]]*\])*) (.*)", re.DOTALL)
@@ -400,7 +436,8 @@ def _dict_key(node: dict[str, Any], part: str, path: Path, override: str, last: 
         return part
     if part.isdigit() and int(part) in node:
         return int(part)  # a YAML mapping with integer keys (piecewise boundaries)
-    cls = registry.lookup(node.get("name")) if isinstance(node.get("name"), str) else None
+    name = node.get("name")
+    cls = registry.lookup(name) if isinstance(name, str) else None
     if cls is None:
         raise _error(
             path,

@@ -7,8 +7,6 @@ reads as a float (YAML 1.2, as in JSON); plain PyYAML reads it as a string.
 Duplicate keys are an error rather than the last one silently winning.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import re

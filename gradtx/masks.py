@@ -1,14 +1,12 @@
 """Masks that select which parameters a transformation touches."""
 
-from __future__ import annotations
-
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
 
-from gradtx import checks, tree_paths
+from gradtx import checks, tree_paths, trees
 from gradtx.base import Value, static_field, value_class
 
 MaskOrFn = Any | Callable[[Any], Any] | None
@@ -25,7 +23,7 @@ class FrozenTree:
     __slots__ = ("_treedef", "_leaves")
 
     def __init__(self, tree: Any) -> None:
-        leaves, treedef = jax.tree.flatten(tree)
+        leaves, treedef = trees.flatten(tree)
         for leaf in leaves:
             if not isinstance(leaf, bool):
                 raise TypeError(
@@ -173,9 +171,9 @@ def apply_masked(
       ValueError: if the mask is not a prefix of the parameter tree.
     """
     if mask is None:
-        return jax.tree.map(function, updates, params)
+        return trees.leaf_map(function, updates, params)
     mask_tree = mask(params) if callable(mask) else mask
-    mask_structure = jax.tree.structure(mask_tree)
+    mask_structure = trees.structure(mask_tree)
     try:
         update_parts = mask_structure.flatten_up_to(updates)
         param_parts = mask_structure.flatten_up_to(params)
@@ -184,7 +182,7 @@ def apply_masked(
         raise ValueError(f"the mask is not a prefix of the parameter tree: {error}") from None
     selected = jax.tree.leaves(mask_tree)
     results = [
-        jax.tree.map(function, update, param) if keep else update
+        trees.leaf_map(function, update, param) if keep else update
         for keep, update, param in zip(selected, update_parts, param_parts)
     ]
     return mask_structure.unflatten(results)

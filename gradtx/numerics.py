@@ -1,7 +1,5 @@
 """Numerical helpers shared by the transformations."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import jax
@@ -37,6 +35,46 @@ def abs_sq(x: jax.Array) -> jax.Array:
     return x * x
 
 
+def compute_dtype(*dtypes: Any) -> Any:
+    """The dtype a moment or trace is updated in: the widest given, at least float32.
+
+    Half-precision arithmetic would round the hyperparameters themselves (in
+    bfloat16, 0.999 is 1.0 and 0.9 is 0.8984375, Optax issue #1414) and
+    underflow ``eps`` (1e-8 is 0 in float16), so leaves stored in bfloat16 or
+    float16 are updated in float32 and only stored narrow.
+
+    Args:
+      *dtypes: the dtypes of the arrays taking part (gradient, stored moment).
+
+    Returns:
+      Their promoted dtype, promoted again with float32.
+    """
+    result = jnp.float32
+    for dtype in dtypes:
+        result = jnp.promote_types(result, dtype)
+    return result
+
+
+def decay_power(decay: Any, count: jax.Array) -> jax.Array:
+    """``decay**count`` in float32 or wider, the same eagerly and under ``jax.jit``.
+
+    The count is converted to a float first: with an integer exponent JAX
+    computes the power eagerly by repeated multiplication (0.999**3 is off by
+    ~2e-5 relative) but under ``jit`` by XLA's ``pow``, so results would depend
+    on whether the step is jitted.
+
+    Args:
+      decay: a decay rate (number or scalar array).
+      count: an integer step count.
+
+    Returns:
+      The power, a float32 (or wider) scalar.
+    """
+    base = jnp.asarray(decay)
+    base = base.astype(compute_dtype(base.dtype))
+    return jnp.power(base, jnp.asarray(count).astype(base.dtype))
+
+
 def bias_correction(moment: jax.Array, decay: Any, count: jax.Array) -> jax.Array:
     """Divides a moving average by ``1 - decay**count`` (Kingma & Ba, 2014).
 
@@ -52,8 +90,23 @@ def bias_correction(moment: jax.Array, decay: Any, count: jax.Array) -> jax.Arra
     Returns:
       The bias-corrected moment, in the moment's dtype.
     """
-    correction = 1 - jnp.asarray(decay) ** count
+    correction = 1 - decay_power(decay, count)
     return moment / correction.astype(moment.dtype)
+
+
+def update_moment(g: jax.Array, moment: jax.Array, decay: Any, *, dtype: Any) -> jax.Array:
+    """An exponential moving average step, ``(1 - decay) * g + decay * moment``, in ``dtype``.
+
+    Args:
+      g: the new observation (a gradient).
+      moment: the stored average.
+      decay: the decay rate.
+      dtype: the dtype to compute in (see :func:`compute_dtype`).
+
+    Returns:
+      The new average, in ``dtype`` (cast it to the storage dtype afterwards).
+    """
+    return (1 - decay) * g.astype(dtype) + decay * moment.astype(dtype)
 
 
 def canonical_dtype(dtype: Any) -> str | None:

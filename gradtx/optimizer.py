@@ -6,8 +6,6 @@ function. The transformation is an argument of that function, not a constant
 baked into it, so changing a hyperparameter never recompiles.
 """
 
-from __future__ import annotations
-
 import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -16,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx import checkpoint, checks
+from gradtx import checkpoint, checks, trees
 from gradtx.base import GradientTransformation, OptState, Params, Transformation, Updates
 from gradtx.combine import chain, foreign
 from gradtx.config import to_config
@@ -148,7 +146,9 @@ class Optimizer:
         Assigning a transformation whose state has the same structure never
         recompiles when only numeric hyperparameters changed (including the
         numbers inside a schedule); replacing a number by a schedule, or
-        changing a structural option, compiles once more.
+        changing a structural option, compiles once more. A schedule brings a
+        step ``count`` into the state (Optax's layout): it starts at the steps
+        taken so far, and every other leaf of the state is kept.
 
         Raises:
           ValueError: on assignment, if the new optimizer needs a state of
@@ -159,7 +159,7 @@ class Optimizer:
     @tx.setter
     def tx(self, tx: Transformation | GradientTransformation) -> None:
         tx = _as_transformation(tx)
-        if jax.tree.structure(tx) != jax.tree.structure(self._tx):
+        if trees.structure(tx) != trees.structure(self._tx):
             try:
                 checkpoint.fit_leaves(
                     checkpoint.leaves_with_paths(jax.eval_shape(tx.init, self._params)),
@@ -169,10 +169,12 @@ class Optimizer:
                     target="the current state",
                 )
             except ValueError as error:
-                raise ValueError(
-                    f"{tx!r} needs another optimizer state than {self._tx!r} ({error}); "
-                    "create a new Optimizer for it"
-                ) from None
+                self._state = _regrafted_state(tx, self._params, self._state, self._step_count)
+                if self._state is None:
+                    raise ValueError(
+                        f"{tx!r} needs another optimizer state than {self._tx!r} ({error}); "
+                        "create a new Optimizer for it"
+                    ) from None
             self._traced_tx = _with_array_leaves(tx, None)
         else:
             self._traced_tx = _with_array_leaves(tx, self._traced_tx)
@@ -368,7 +370,7 @@ def _with_array_leaves(tx: Transformation, like: Transformation | None) -> Trans
     hence the compilation, unchanged when a number is swapped for another
     (``np.float32(0.1)`` where ``0.1`` was, say).
     """
-    leaves, treedef = jax.tree.flatten(tx)
+    leaves, treedef = trees.flatten(tx)
     old_leaves = jax.tree.leaves(like) if like is not None else [None] * len(leaves)
     return treedef.unflatten([_array_like(leaf, old) for leaf, old in zip(leaves, old_leaves)])
 
@@ -435,3 +437,29 @@ def _replace_field(tx: Any, name: str, value: Any) -> Any:
     (position,) = _holders(tx, name)
     members[position] = _replace_field(members[position], name, value)
     return chain(*members)
+
+
+def _regrafted_state(tx: Any, params: Any, state: Any, steps: int) -> Any:
+    """``state`` moved into the layout of ``tx``'s, or None if that needs more than counts.
+
+    Leaves at the same key path are kept; a ``count`` only the new layout has
+    (a number replaced by a schedule) starts at the current step count; a
+    ``count`` only the old one has is dropped.
+    """
+    fresh = tx.init(params)
+    old = {
+        jax.tree_util.keystr(path): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
+    }
+    existing_counts = [leaf for path, leaf in old.items() if path.endswith(".count")]
+    leaves = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(fresh)[0]:
+        key = jax.tree_util.keystr(path)
+        if key in old and jnp.shape(old[key]) == jnp.shape(leaf):
+            leaves.append(old[key])
+        elif key.endswith(".count") and jnp.ndim(leaf) == 0:
+            count = existing_counts[0] if existing_counts else steps
+            leaves.append(jnp.asarray(count, jnp.asarray(leaf).dtype))
+        else:
+            return None
+    return jax.tree.unflatten(jax.tree.structure(fresh), leaves)

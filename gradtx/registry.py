@@ -4,21 +4,39 @@
 in a dictionary; it never imports a module or evaluates a string.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import types
-from typing import TypeVar
+from typing import TypeVar, cast
 
-from gradtx import aliases, combine, masks, schedules
+from gradtx import aliases, base, combine, masks, schedules
 from gradtx.base import Value, value_class
-from gradtx.transforms import adam, momentum, scale, weight_decay
+from gradtx.transforms import (
+    accumulation,
+    adam,
+    averaging,
+    clipping,
+    conditional,
+    constraining,
+    freezing,
+    masking,
+    momentum,
+    noise,
+    partition,
+    scale,
+    stateless,
+    weight_decay,
+)
 
 ClassT = TypeVar("ClassT", bound=type)
 
 # Value classes that hold a plain Python object (an Optax transformation, a
 # function) and so cannot be written to a config, with what to do instead.
 NOT_SERIALIZABLE: dict[type[Value], str] = {
+    base.GradientTransformation: (
+        "it is built from two Python functions, which a config cannot name; write "
+        "a gradtx.Transformation subclass and decorate it with @gradtx.register "
+        "(see docs/write_your_own.md)"
+    ),
     combine.foreign: (
         "it wraps a transformation that is not a gradtx value (e.g. an Optax one), "
         "which a config cannot name; use the gradtx transformation of the same name, "
@@ -30,6 +48,16 @@ NOT_SERIALIZABLE: dict[type[Value], str] = {
         "schedule (e.g. join_schedules of built-in ones), or write a Schedule "
         "subclass and decorate it with @gradtx.register (see docs/write_your_own.md)"
     ),
+    stateless.stateless: (
+        "it wraps a plain Python function, which a config cannot name; write a "
+        "gradtx.Transformation subclass and decorate it with @gradtx.register "
+        "(see docs/write_your_own.md)"
+    ),
+    stateless.stateless_with_tree_map: (
+        "it wraps a plain Python function, which a config cannot name; write a "
+        "gradtx.Transformation subclass and decorate it with @gradtx.register "
+        "(see docs/write_your_own.md)"
+    ),
 }
 
 _BUILTIN_MODULES: tuple[types.ModuleType, ...] = (
@@ -37,9 +65,19 @@ _BUILTIN_MODULES: tuple[types.ModuleType, ...] = (
     combine,
     masks,
     schedules,
+    accumulation,
     adam,
+    averaging,
+    clipping,
+    conditional,
+    constraining,
+    freezing,
+    masking,
     momentum,
+    noise,
+    partition,
     scale,
+    stateless,
     weight_decay,
 )
 
@@ -101,7 +139,7 @@ def register(cls: ClassT) -> ClassT:
             f"{cls.__module__}.{cls.__qualname__} so configs can tell them apart"
         )
     if not _is_value_class(cls):
-        cls = value_class(cls)
+        cls = cast(ClassT, value_class(cls))  # the same class, made a value class
     _BY_NAME[name] = cls
     return cls
 

@@ -6,8 +6,6 @@ name for valid arguments. Invalid arguments raise ValueError where Optax logs a
 message and silently returns a constant schedule.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 
@@ -199,14 +197,18 @@ class warmup_cosine_decay_schedule(Schedule):  # noqa: N801
         # keeps its (unused) division finite.
         warmup_length = jnp.maximum(self.warmup_steps, 1)
         warmup = _ramp(count, self.init_value, self.peak_value, warmup_length, 0)
+        # Optax's arithmetic on the numbers as given (Python ints stay exact); ArrayLike
+        # also admits bool and complex, for which `-` and `<` are not typed.
+        step: Any = count
+        warmup_steps: Any = self.warmup_steps
         decay = _cosine(
-            count - self.warmup_steps,
+            step - warmup_steps,
             self.peak_value,
-            self.decay_steps - self.warmup_steps,
+            self.decay_steps - warmup_steps,
             alpha,
             self.exponent,
         )
-        return jnp.where(count < self.warmup_steps, warmup, decay)
+        return jnp.where(step < warmup_steps, warmup, decay)
 
 
 @value_class
@@ -384,7 +386,9 @@ class exponential_decay(Schedule):  # noqa: N801
         checks.check_number("end_value", self.end_value)
 
     def __call__(self, count: jax.typing.ArrayLike) -> jax.Array:
-        decreased_count = count - self.transition_begin
+        # As in warmup_cosine_decay_schedule: Optax's arithmetic on the numbers as given.
+        step: Any = count
+        decreased_count = step - self.transition_begin
         exponent = decreased_count / self.transition_steps
         if self.staircase:
             exponent = jnp.floor(exponent)

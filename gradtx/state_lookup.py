@@ -1,10 +1,8 @@
 """Reading optimizer state by name: :func:`tree_get` and :func:`hyperparams`."""
 
-from __future__ import annotations
-
 import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax.numpy as jnp
@@ -152,6 +150,19 @@ def _collect(tx: Any, state: Any, prefix: str, found: dict[str, Any]) -> None:
         if not field.init or field.metadata.get(_STATIC, False) or value is None:
             continue
         if isinstance(value, Transformation):
+            # A wrapper's inner transformation (masked, apply_if_finite, ...).
+            _collect(value, _inner_state(state), f"{prefix}{field.name}.", found)
+            continue
+        if isinstance(value, Mapping) and all(
+            isinstance(member, Transformation) for member in value.values()
+        ):
+            # partition's transformations by label; named_chain's by name.
+            states = getattr(state, "inner_states", state)
+            for label, member in value.items():
+                member_state = states.get(label) if isinstance(states, Mapping) else None
+                _collect(
+                    member, _inner_state(member_state), f"{prefix}{field.name}.{label}.", found
+                )
             continue
         if callable(value):
             if count is None:
@@ -163,12 +174,27 @@ def _collect(tx: Any, state: Any, prefix: str, found: dict[str, Any]) -> None:
         found[prefix + field.name] = jnp.asarray(value)
 
 
+# Where Optax's wrappers keep the state of the transformation they wrap.
+_INNER_STATE_FIELDS = ("inner_state", "inner_opt_state", "fast_state")
+
+
+def _inner_state(state: Any) -> Any:
+    for name in _INNER_STATE_FIELDS:
+        if name in getattr(state, "_fields", ()):
+            return getattr(state, name)
+    return state
+
+
 def _counts(state: Any) -> Iterator[Any]:
     """The ``count`` fields of the NamedTuples in a state, outside the parameter trees.
 
     Every ``count`` in a gradtx state advances by one per update, so an alias
     (whose state is its chain's) reads its step from the first one.
     """
+    if isinstance(state, Mapping):
+        for item in state.values():
+            yield from _counts(item)
+        return
     if not isinstance(state, tuple):
         return
     if "count" in getattr(state, "_fields", ()):

@@ -1,7 +1,5 @@
 """Key paths of pytrees as plain strings, for masks and for reading state by name."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import jax

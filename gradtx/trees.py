@@ -17,6 +17,22 @@ def is_none(value: Any) -> bool:
     return value is None
 
 
+# jaxlib ships PyTreeDef (a C++ class) without type stubs, so jax's own annotations
+# of it do not resolve and a type checker finds no methods on what jax.tree.flatten
+# returns. Declaring the result as jax.tree_util.PyTreeDef gives the real class where
+# stubs exist and Any where they do not.
+def flatten(
+    tree: Any, is_leaf: Callable[[Any], bool] | None = None
+) -> tuple[list[Any], jax.tree_util.PyTreeDef]:
+    """``jax.tree.flatten``, its tree definition typed as ``jax.tree_util.PyTreeDef``."""
+    return jax.tree.flatten(tree, is_leaf=is_leaf)
+
+
+def structure(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> jax.tree_util.PyTreeDef:
+    """``jax.tree.structure``, typed as ``jax.tree_util.PyTreeDef`` (see :func:`flatten`)."""
+    return jax.tree.structure(tree, is_leaf=is_leaf)
+
+
 def as_array(value: Any) -> Any:
     """A Python or NumPy number as a JAX array; arrays and None unchanged."""
     if value is None or isinstance(value, jax.Array):
@@ -46,6 +62,35 @@ def leaf_map(function: Callable[..., Any], tree: Any, *rest: Any) -> Any:
         return function(as_array(leaf), *(as_array(other) for other in others))
 
     return jax.tree.map(apply, tree, *rest, is_leaf=is_none)
+
+
+def leaf_map_n(count: int, function: Callable[..., tuple[Any, ...]], tree: Any, *rest: Any) -> Any:
+    """Like :func:`leaf_map` for a ``function`` returning ``count`` arrays: ``count`` trees.
+
+    A per-leaf tuple could not be told apart from tuple containers in the
+    parameter tree itself, so the results are unzipped over the flattened tree.
+    None leaves of ``tree`` are None in every result.
+
+    Args:
+      count: how many arrays ``function`` returns.
+      function: called with one array per tree, at each non-None leaf.
+      tree: the tree whose structure the results have.
+      *rest: trees with the structure of ``tree``.
+
+    Returns:
+      A tuple of ``count`` trees.
+    """
+    flat, treedef = flatten(tree, is_leaf=is_none)
+    others = [treedef.flatten_up_to(other) for other in rest]
+    results = []
+    for position, leaf in enumerate(flat):
+        if leaf is None:
+            results.append((None,) * count)
+        else:
+            results.append(
+                function(as_array(leaf), *(as_array(other[position]) for other in others))
+            )
+    return tuple(treedef.unflatten([result[i] for result in results]) for i in range(count))
 
 
 def leaves(tree: Any) -> list[Any]:

@@ -1,11 +1,11 @@
 """Applying updates to parameters."""
 
-from __future__ import annotations
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks
+from gradtx import checks, trees
 from gradtx.base import Params, Updates
 
 
@@ -32,9 +32,11 @@ def apply_updates(params: Params, updates: Updates) -> Params:
       {'w': Array([0.5, 0.5], dtype=float32)}
     """
     checks.check_trees_match(updates, params, tree_name="updates", reference_name="parameters")
-    return jax.tree.map(
-        lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
-        params,
-        updates,
-        is_leaf=lambda x: x is None,
-    )
+
+    def apply(p: Any, u: Any) -> Any:
+        if p is None or u is None:  # a frozen leaf (Flax, optax.set_to_zero)
+            return p
+        p = jnp.asarray(p)
+        return jnp.asarray(p + u).astype(p.dtype)
+
+    return jax.tree.map(apply, params, updates, is_leaf=trees.is_none)

@@ -86,10 +86,12 @@ EXAMPLES = {
         gradtx.scale_by_learning_rate(0.1),
         gradtx.scale_by_learning_rate(DECAY, flip_sign=False),
     ],
+    "scale_by_schedule": [gradtx.scale_by_schedule(DECAY)],
     "sgd": [
         gradtx.sgd(0.1),
         gradtx.sgd(0.1, momentum=0.9, nesterov=True),
         gradtx.sgd(0.1, momentum=0.9, weight_decay=5e-4),
+        gradtx.sgd(0.1, 0.9, True, "bfloat16", weight_decay=0.0),
     ],
     "trace": [gradtx.trace(0.9), gradtx.trace(0.5, nesterov=True, accumulator_dtype="bfloat16")],
     "warmup_cosine_decay_schedule": [

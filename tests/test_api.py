@@ -1,6 +1,7 @@
 """The public API: every name exported, documented and typed."""
 
 import inspect
+import pathlib
 
 import pytest
 
@@ -66,3 +67,35 @@ def test_functions_are_typed_and_documented(name):
     if signature.parameters:
         assert "Args:" in doc, name
     assert "Returns:" in doc, name
+
+
+def _readme_box() -> str:
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("## What is in the box")
+    return readme[start : readme.index("\n## ", start + 1)]
+
+
+# Names of the contract itself and of Python types, not things a user looks up.
+_NOT_LISTED = {"Alias", "Schedule", "ScheduleLike", "Transformation", "Value"}
+
+
+@pytest.mark.parametrize("name", sorted(set(gradtx.__all__) - _NOT_LISTED))
+def test_readme_lists_every_public_name(name):
+    assert f"`{name}`" in _readme_box() or f"`{name}(" in _readme_box(), (
+        f"README's 'What is in the box' does not list gradtx.{name}"
+    )
+
+
+def test_signatures_carry_real_annotations_not_strings():
+    # Tools that inspect signatures (Flax, fiddle, optax.inject_hyperparams'
+    # users) skip string annotations.
+    for name in gradtx.__all__:
+        obj = getattr(gradtx, name)
+        if not callable(obj):
+            continue
+        try:
+            signature = inspect.signature(obj)
+        except (TypeError, ValueError):
+            continue
+        for parameter in signature.parameters.values():
+            assert not isinstance(parameter.annotation, str), (name, parameter.name)

@@ -180,14 +180,14 @@ def test_set_hyperparams_validates_values_and_keeps_the_old_optimizer_on_error()
 
 
 def test_a_new_tx_that_needs_another_state_is_rejected():
-    opt = gradtx.Optimizer(gradtx.sgd(0.1), make_params())
+    opt = gradtx.Optimizer(gradtx.sgd(0.1, momentum=0.9), make_params())
     with pytest.raises(
         ValueError, match=r"needs another optimizer state .* create a new Optimizer"
     ):
         opt.set_hyperparams(weight_decay=0.1)  # sgd adds a weight-decay step with its own state
     with pytest.raises(ValueError, match="needs another optimizer state"):
         opt.tx = gradtx.adam(0.1)
-    assert opt.tx == gradtx.sgd(0.1)
+    assert opt.tx == gradtx.sgd(0.1, momentum=0.9)
 
 
 def test_accumulate_then_step_applies_the_mean():

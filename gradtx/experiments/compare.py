@@ -1,7 +1,5 @@
 """``gradtx compare``: several optimizers, several seeds, one table."""
 
-from __future__ import annotations
-
 import dataclasses
 from collections.abc import Callable
 

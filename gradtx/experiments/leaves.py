@@ -5,8 +5,6 @@ Paths are the config paths: ``learning_rate``, ``learning_rate.init_value``,
 validation, so the new value may be a tracer (e.g. under ``jax.grad``).
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import jax

@@ -9,8 +9,6 @@ https://arxiv.org/abs/1502.03492) and Baydin et al., *Online Learning Rate
 Adaptation with Hypergradient Descent* (2018, https://arxiv.org/abs/1703.04782).
 """
 
-from __future__ import annotations
-
 import dataclasses
 from collections.abc import Callable
 from typing import Any

@@ -1,7 +1,5 @@
 """Metrics of training curves: convergence speed and the generalization gap."""
 
-from __future__ import annotations
-
 import numpy as np
 
 SMOOTHING_WINDOW = 10

@@ -1,7 +1,5 @@
 """Tables, data files and plots written by the ``gradtx`` command."""
 
-from __future__ import annotations
-
 import csv
 import json
 import math
@@ -92,7 +90,7 @@ def write_compare_data(
     out: pathlib.Path, task: Task, entries: list[Entry], rows: list[dict[str, Any]]
 ) -> tuple[pathlib.Path, pathlib.Path]:
     """Writes every curve to ``curves.csv`` and the summary to ``results.json``."""
-    lines = [["optimizer", "seed", "step", "metric", "value"]]
+    lines: list[list[str | int | float]] = [["optimizer", "seed", "step", "metric", "value"]]
     for entry in entries:
         curves = entry.curves
         for seed, values in enumerate(curves.curve):

@@ -11,8 +11,6 @@ Grammar::
 ``learning_rate.init_value``). Values are numbers; nothing is evaluated.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import itertools
 import math

@@ -1,7 +1,5 @@
 """``gradtx sweep``: every trial of a search as one vmapped, compiled program."""
 
-from __future__ import annotations
-
 import dataclasses
 
 import numpy as np

@@ -5,8 +5,6 @@ The whole run (every step and every evaluation) is one ``lax.scan`` inside one
 sweep, because an optimizer is a pytree whose hyperparameters are leaves.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import time
 from collections.abc import Callable

@@ -10,32 +10,39 @@ computed exactly as the plain path computes them and handed to the kernel in a
 small buffer.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx import numerics
-from gradtx.aliases import Alias
-from gradtx.base import GradientTransformation, OptState, Params, Transformation, Updates
-from gradtx.combine import chain
-from gradtx.fused import build
-from gradtx.transforms.adam import ScaleByAdamState, scale_by_adam
-from gradtx.transforms.momentum import TraceState, trace
-from gradtx.transforms.scale import (
-    ScaleByLearningRateState,
-    evaluate,
-    identity,
-    scale_by_learning_rate,
+from gradtx import numerics, trees
+from gradtx.base import (
+    GradientTransformation,
+    OptState,
+    Params,
+    Transformation,
+    Updates,
 )
-from gradtx.transforms.weight_decay import AddDecayedWeightsState, add_decayed_weights
+from gradtx.fused import build
+from gradtx.fused.plan import (
+    Plan,
+    UnsupportedError,
+    count_of,
+    flatten_state,
+    flattened,
+    nest_state,
+    plan_for,
+    with_count,
+)
+from gradtx.transforms.adam import scale_by_adam
+from gradtx.transforms.scale import (
+    evaluate,
+)
 from gradtx.update import apply_updates
 
 _F32 = np.dtype(np.float32)
@@ -52,93 +59,16 @@ def _groups(count: int) -> list[slice]:
     return [slice(start, start + _LEAVES_PER_CALL) for start in range(0, count, _LEAVES_PER_CALL)]
 
 
-class _UnsupportedError(Exception):
-    """The fast path does not apply; the plain path gives the answer."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """Where each recognised step sits in the chain (and so in its state tuple)."""
-
-    members: tuple[Transformation, ...]
-    learning_rate: int
-    adam: int | None = None
-    decay: int | None = None
-    momentum: int | None = None
-
-    def check_state(self, state: OptState) -> None:
-        """Leaves a state that is not this chain's to the plain path's errors."""
-        if not isinstance(state, tuple) or len(state) != len(self.members):
-            raise _UnsupportedError
-        expected = {
-            self.learning_rate: ScaleByLearningRateState,
-            self.adam: ScaleByAdamState,
-            self.decay: AddDecayedWeightsState,
-            self.momentum: TraceState,
-        }
-        for index, state_type in expected.items():
-            if index is not None and not isinstance(state[index], state_type):
-                raise _UnsupportedError
-
-
-_ADAM_PATTERNS = {
-    (scale_by_adam, scale_by_learning_rate): ("adam", "learning_rate"),
-    (scale_by_adam, add_decayed_weights, scale_by_learning_rate): (
-        "adam",
-        "decay",
-        "learning_rate",
-    ),
-}
-_SGD_PATTERNS = {
-    (scale_by_learning_rate,): ("learning_rate",),
-    (trace, scale_by_learning_rate): ("momentum", "learning_rate"),
-    (add_decayed_weights, scale_by_learning_rate): ("decay", "learning_rate"),
-    (add_decayed_weights, trace, scale_by_learning_rate): (
-        "decay",
-        "momentum",
-        "learning_rate",
-    ),
-}
-
-
-def _plan(tx: Any) -> _Plan:
-    """Recognises Adam(W), NAdam(W) and SGD, as aliases or as their chains."""
-    if isinstance(tx, Alias):
-        tx = tx.expand()
-    if not isinstance(tx, chain):
-        raise _UnsupportedError
-    # identity members (sgd without momentum) keep an EmptyState and do nothing.
-    active = [(i, m) for i, m in enumerate(tx.transforms) if type(m) is not identity]
-    kinds = tuple(type(member) for _, member in active)
-    roles = _ADAM_PATTERNS.get(kinds) or _SGD_PATTERNS.get(kinds)
-    if roles is None:
-        raise _UnsupportedError
-    plan = _Plan(
-        members=tx.transforms,
-        **{role: index for role, (index, _) in zip(roles, active)},  # type: ignore[arg-type]
-    )
-    for _, member in active:
-        if isinstance(member, scale_by_adam):
-            dtypes = (member.mu_dtype, member.nu_dtype)
-        elif isinstance(member, trace):
-            dtypes = (member.accumulator_dtype,)
-        else:
-            continue
-        if any(dtype not in (None, "float32") for dtype in dtypes):
-            raise _UnsupportedError
-    return plan
-
-
 def _float32_leaves(tree: Any, treedef: Any, shapes: Sequence[tuple[int, ...]]) -> list[Any]:
     """The leaves of ``tree`` if it is a float32 tree shaped like the params."""
     if jax.tree.structure(tree) != treedef:
-        raise _UnsupportedError
+        raise UnsupportedError
     leaves = jax.tree.leaves(tree)
     for leaf, shape in zip(leaves, shapes):
         if not isinstance(leaf, jax.Array | np.ndarray) or leaf.dtype != _F32:
-            raise _UnsupportedError
+            raise UnsupportedError
         if tuple(leaf.shape) != shape:
-            raise _UnsupportedError
+            raise UnsupportedError
     return leaves
 
 
@@ -150,14 +80,14 @@ def _elementwise(value: Any) -> jax.Array:
     would promote the whole computation, which the kernel does not do.
     """
     if jnp.ndim(value) != 0 or jnp.result_type(value, jnp.float32) != _F32:
-        raise _UnsupportedError
+        raise UnsupportedError
     return jnp.asarray(value, jnp.float32)
 
 
 def _scalar_factor(value: Any) -> jax.Array:
     """A learning rate or weight decay: the plain path casts it to float32 itself."""
     if jnp.ndim(value) != 0:
-        raise _UnsupportedError
+        raise UnsupportedError
     return jnp.asarray(value).astype(jnp.float32)
 
 
@@ -165,11 +95,11 @@ def _inverse_correction(decay: Any, count: jax.Array) -> jax.Array:
     # numerics.bias_correction divides by (1 - decay**count).astype(float32);
     # XLA compiles a division by a broadcast scalar into a multiplication by
     # the scalar's reciprocal, and the kernel does the same.
-    correction = (1 - jnp.asarray(decay) ** count).astype(jnp.float32)
+    correction = (1 - numerics.decay_power(decay, count)).astype(jnp.float32)
     return 1 / correction
 
 
-def _decay_flags(plan: _Plan, params: Params, count: int) -> tuple[bool, ...]:
+def _decay_flags(plan: Plan, params: Params, count: int) -> tuple[bool, ...]:
     """Which leaves ``add_decayed_weights`` decays, as in ``masks.apply_masked``."""
     if plan.decay is None:
         return (False,) * count
@@ -178,43 +108,44 @@ def _decay_flags(plan: _Plan, params: Params, count: int) -> tuple[bool, ...]:
         return (True,) * count
     mask_tree = mask(params) if callable(mask) else mask
     try:
-        structure = jax.tree.structure(mask_tree)
+        structure = trees.structure(mask_tree)
         parts = structure.flatten_up_to(params)
         flags: list[bool] = []
         for keep, part in zip(jax.tree.leaves(mask_tree), parts):
             flags.extend([bool(keep)] * len(jax.tree.leaves(part)))
     except (ValueError, TypeError, jax.errors.JAXTypeError):
-        raise _UnsupportedError from None
+        raise UnsupportedError from None
     if len(flags) != count:
-        raise _UnsupportedError
+        raise UnsupportedError
     return tuple(flags)
 
 
-def _learning_rate_factor(plan: _Plan, state: OptState) -> jax.Array:
+def _learning_rate_factor(plan: Plan, state: OptState) -> jax.Array:
     member = plan.members[plan.learning_rate]
-    step_size = evaluate(member.learning_rate, state[plan.learning_rate].count)  # type: ignore[attr-defined]
+    step_size = evaluate(member.learning_rate, count_of(state[plan.learning_rate]))  # type: ignore[attr-defined]
     if member.flip_sign:  # type: ignore[attr-defined]
         step_size = -jnp.asarray(step_size)
     return _scalar_factor(step_size)
 
 
-def _weight_decay_factor(plan: _Plan, state: OptState) -> jax.Array:
+def _weight_decay_factor(plan: Plan, state: OptState) -> jax.Array:
     if plan.decay is None:
         return jnp.zeros((), jnp.float32)
     weight_decay = plan.members[plan.decay].weight_decay  # type: ignore[attr-defined]
-    return _scalar_factor(evaluate(weight_decay, state[plan.decay].count))
+    return _scalar_factor(evaluate(weight_decay, count_of(state[plan.decay])))
 
 
-def _advance_counts(plan: _Plan, state: OptState, new_state: list[Any]) -> None:
+def _advance_counts(plan: Plan, state: OptState, new_state: list[Any]) -> None:
     for index in (plan.decay, plan.learning_rate):
-        if index is not None:
-            new_state[index] = state[index]._replace(
-                count=numerics.safe_increment(state[index].count)
-            )
-    learning_rate_state = new_state[plan.learning_rate]
-    new_state[plan.learning_rate] = learning_rate_state._replace(
-        count=_dispatched_asynchronously(learning_rate_state.count)
-    )
+        if index is not None and count_of(state[index]) is not None:
+            count = numerics.safe_increment(count_of(state[index]))
+            new_state[index] = with_count(state[index], count)
+    # One count is enough to keep the step dispatched asynchronously.
+    for index in (plan.learning_rate, plan.decay, plan.adam):
+        if index is not None and count_of(new_state[index]) is not None:
+            count = _dispatched_asynchronously(count_of(new_state[index]))
+            new_state[index] = with_count(new_state[index], count)
+            return
 
 
 def _dispatched_asynchronously(count: jax.Array) -> jax.Array:
@@ -242,7 +173,7 @@ class _Leaves:
     """
 
     def __init__(self, params: Params, grads: Updates) -> None:
-        flat, self.treedef = jax.tree.flatten(params)
+        flat, self.treedef = trees.flatten(params)
         self.shapes = [tuple(np.shape(x)) for x in flat]
         self.count = len(flat)
         self.params = self.like_params(params)
@@ -287,7 +218,9 @@ class _AdamConfig:
 def _adam_kernel(
     config: _AdamConfig, scalars: jax.Array, p: _Arrays, g: _Arrays, mu: _Arrays, nu: _Arrays
 ) -> tuple[_Arrays, _Arrays, _Arrays]:
-    new_p, new_mu, new_nu = [], [], []
+    new_p: list[jax.Array] = []
+    new_mu: list[jax.Array] = []
+    new_nu: list[jax.Array] = []
     for group in _groups(len(p)):
         n = len(p[group])
         outputs = jax.ffi.ffi_call(
@@ -357,8 +290,8 @@ _adam_update.defjvp(
 )
 
 
-def _adam_step(tx: Any, plan: _Plan, params: Params, state: OptState, grads: Updates) -> Any:
-    adam = plan.members[plan.adam]  # type: ignore[index]
+def _adam_step(tx: Any, plan: Plan, params: Params, state: OptState, grads: Updates) -> Any:
+    adam = cast(scale_by_adam, plan.members[plan.adam])  # type: ignore[index]
     adam_state = state[plan.adam]  # type: ignore[index]
     leaves = _Leaves(params, grads)
     mu, nu = leaves.like_params(adam_state.mu), leaves.like_params(adam_state.nu)
@@ -416,7 +349,8 @@ class _SgdConfig:
 def _sgd_kernel(
     config: _SgdConfig, scalars: jax.Array, p: _Arrays, g: _Arrays, t: _Arrays
 ) -> tuple[_Arrays, _Arrays]:
-    new_p, new_t = [], []
+    new_p: list[jax.Array] = []
+    new_t: list[jax.Array] = []
     for group in _groups(len(p)):
         n = len(p[group])
         traces = t[group] if config.has_momentum else ()
@@ -470,7 +404,7 @@ _sgd_update.defjvp(
 )
 
 
-def _sgd_step(tx: Any, plan: _Plan, params: Params, state: OptState, grads: Updates) -> Any:
+def _sgd_step(tx: Any, plan: Plan, params: Params, state: OptState, grads: Updates) -> Any:
     leaves = _Leaves(params, grads)
     momentum = plan.members[plan.momentum] if plan.momentum is not None else None
     traces = leaves.like_params(state[plan.momentum].trace) if plan.momentum is not None else []
@@ -518,13 +452,16 @@ def _native_usable() -> bool:
 
 def _traced_apply(tx: Any, params: Params, state: OptState, grads: Updates) -> Any:
     try:
-        plan = _plan(tx)
-        plan.check_state(state)
+        flat_tx, lengths = flattened(tx)
+        flat_state = flatten_state(state, lengths)
+        plan = plan_for(flat_tx)
+        plan.check_state(flat_state)
         if not jax.tree.leaves(params) or not _native_usable():
-            raise _UnsupportedError
+            raise UnsupportedError
         step = _adam_step if plan.adam is not None else _sgd_step
-        return step(tx, plan, params, state, grads)
-    except _UnsupportedError:
+        new_params, new_state = step(flat_tx, plan, params, flat_state, grads)
+        return new_params, nest_state(new_state, lengths)
+    except UnsupportedError:
         return _plain_apply(tx, params, state, grads)
 
 
@@ -534,7 +471,7 @@ def _compiled(donate: bool) -> Callable[..., Any]:
 
 
 def fused_apply(
-    tx: GradientTransformation,
+    tx: Transformation | GradientTransformation,
     params: Params,
     state: OptState,
     grads: Updates,

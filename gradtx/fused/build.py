@@ -12,8 +12,6 @@ If there is no compiler, the build fails or ``GRADTX_DISABLE_NATIVE`` is set,
 :func:`gradtx.fused_apply` takes the plain XLA path.
 """
 
-from __future__ import annotations
-
 import ctypes
 import hashlib
 import logging

@@ -4,8 +4,6 @@ Add your own by building a :class:`~gradtx.tasks.base.Task` and passing it to
 the functions in :mod:`gradtx.experiments`.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 
 from gradtx.tasks.base import Task

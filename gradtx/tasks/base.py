@@ -6,8 +6,6 @@ parameters. Everything is jittable and vmappable, so many seeds or many
 hyperparameter trials train as one compiled program.
 """
 
-from __future__ import annotations
-
 import dataclasses
 from collections.abc import Callable
 from typing import Any

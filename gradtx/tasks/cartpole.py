@@ -6,8 +6,6 @@ step, failure when the pole leans more than 12 degrees or the cart leaves
 [-2.4, 2.4]. Episodes are capped at ``MAX_STEPS`` and give +1 per step alive.
 """
 
-from __future__ import annotations
-
 import jax
 import jax.numpy as jnp
 

@@ -1,7 +1,5 @@
 """Image classification: a small CNN on scikit-learn's bundled 8x8 digits."""
 
-from __future__ import annotations
-
 import jax
 import jax.numpy as jnp
 import numpy as np

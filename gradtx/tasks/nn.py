@@ -1,7 +1,5 @@
 """Minimal neural-network layers in plain JAX for the built-in tasks."""
 
-from __future__ import annotations
-
 import jax
 import jax.numpy as jnp
 

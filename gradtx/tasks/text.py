@@ -4,8 +4,6 @@ The corpus is a fixed set of modules from the running interpreter's standard
 library, so it is available offline on every machine that runs gradtx.
 """
 
-from __future__ import annotations
-
 import pathlib
 import sysconfig
 

@@ -1,13 +1,11 @@
 """Adam's scaling by bias-corrected first and second moments."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, numerics
+from gradtx import checks, numerics, trees
 from gradtx.base import (
     OptState,
     Params,
@@ -28,7 +26,7 @@ class ScaleByAdamState(NamedTuple):
       nu: second moment (moving average of squared gradient magnitudes).
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # Optax's field name, shadows tuple.count
     mu: Updates
     nu: Updates
 
@@ -95,14 +93,15 @@ class scale_by_adam(Transformation):  # noqa: N801 - Optax's name
     def init(self, params: Params) -> OptState:
         return ScaleByAdamState(
             count=numerics.zero_count(),
-            mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=self.mu_dtype), params),
-            nu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=self.nu_dtype), params),
+            mu=trees.zeros_like(params, self.mu_dtype),
+            nu=trees.zeros_like(params, self.nu_dtype),
         )
 
     def update(
         self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, OptState]:
         del params, extra_args
+        checks.check_state_fields(state, ScaleByAdamState, "scale_by_adam")
         checks.check_trees_match(
             updates, state.mu, tree_name="gradients", reference_name="optimizer state"
         )
@@ -110,29 +109,26 @@ class scale_by_adam(Transformation):  # noqa: N801 - Optax's name
         b1, b2 = self.b1, self.b2
 
         def leaf(g: jax.Array, mu: jax.Array, nu: jax.Array) -> tuple[jax.Array, ...]:
-            # Moments stored in another dtype than the gradient's are updated in
-            # the wider of the two, or the decays would be rounded to the storage
-            # dtype (in bfloat16, b1 = 0.9 is 0.8984375 and b2 = 0.999 is 1).
-            mu = mu.astype(jnp.promote_types(g.dtype, mu.dtype))
-            nu = nu.astype(jnp.promote_types(g.dtype, nu.dtype))
-            mu = (1 - b1) * g.astype(mu.dtype) + b1 * mu
-            nu = (1 - b2) * numerics.abs_sq(g.astype(nu.dtype)) + b2 * nu
+            # Updated in float32 or wider whatever the storage dtype, so that
+            # b1, b2 and eps are not rounded to bfloat16/float16.
+            mu_new = numerics.update_moment(
+                g, mu, b1, dtype=numerics.compute_dtype(g.dtype, mu.dtype)
+            )
+            nu_dtype = numerics.compute_dtype(g.dtype, nu.dtype)
+            nu_new = numerics.update_moment(
+                numerics.abs_sq(g.astype(nu_dtype)), nu, b2, dtype=nu_dtype
+            )
             if self.nesterov:
-                mu_hat = b1 * numerics.bias_correction(mu, b1, numerics.safe_increment(count)) + (
-                    1 - b1
-                ) * numerics.bias_correction(g, b1, count)
+                # jnp.multiply is what `b1 * array` runs; spelled out since NumPy's stubs
+                # would type it as an ndarray when b1 is one.
+                mu_hat = jnp.multiply(
+                    b1, numerics.bias_correction(mu_new, b1, numerics.safe_increment(count))
+                ) + (1 - b1) * numerics.bias_correction(g.astype(mu_new.dtype), b1, count)
             else:
-                mu_hat = numerics.bias_correction(mu, b1, count)
-            nu_hat = numerics.bias_correction(nu, b2, count)
+                mu_hat = numerics.bias_correction(mu_new, b1, count)
+            nu_hat = numerics.bias_correction(nu_new, b2, count)
             update = mu_hat / (jnp.sqrt(nu_hat + self.eps_root) + self.eps)
-            return update.astype(g.dtype), mu, nu
+            return update.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype)
 
-        # Flattened rather than mapped: a per-leaf tuple result could not be told
-        # apart from tuple containers in the parameter tree itself.
-        gradients, treedef = jax.tree.flatten(updates)
-        old_mu, old_nu = treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu)
-        results = [leaf(g, m, n) for g, m, n in zip(gradients, old_mu, old_nu)]
-        new_updates = treedef.unflatten([update for update, _, _ in results])
-        mu = treedef.unflatten([m.astype(old.dtype) for (_, m, _), old in zip(results, old_mu)])
-        nu = treedef.unflatten([n.astype(old.dtype) for (_, _, n), old in zip(results, old_nu)])
+        new_updates, mu, nu = trees.leaf_map_n(3, leaf, updates, state.mu, state.nu)
         return new_updates, ScaleByAdamState(count=count, mu=mu, nu=nu)

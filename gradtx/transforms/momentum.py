@@ -1,13 +1,10 @@
 """Momentum: a decaying trace of past updates."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
-from gradtx import checks, numerics
+from gradtx import checks, numerics, trees
 from gradtx.base import (
     OptState,
     Params,
@@ -73,29 +70,24 @@ class trace(Transformation):  # noqa: N801 - Optax's name
         )
 
     def init(self, params: Params) -> OptState:
-        return TraceState(
-            trace=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=self.accumulator_dtype), params)
-        )
+        return TraceState(trace=trees.zeros_like(params, self.accumulator_dtype))
 
     def update(
         self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, OptState]:
         del params, extra_args
+        checks.check_state_fields(state, TraceState, "trace")
         checks.check_trees_match(
             updates, state.trace, tree_name="gradients", reference_name="optimizer state"
         )
-        new_trace = jax.tree.map(self._accumulate, updates, state.trace)
-        if self.nesterov:
-            out = jax.tree.map(lambda g, t: g + self.decay * t, updates, new_trace)
-        else:
-            out = new_trace
-        out = jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates)
-        new_trace = jax.tree.map(lambda t, old: t.astype(old.dtype), new_trace, state.trace)
-        return out, TraceState(trace=new_trace)
 
-    def _accumulate(self, g: jax.Array, stored: jax.Array) -> jax.Array:
-        # A trace stored in another dtype than the gradient's is updated in the
-        # wider of the two, or the decay would be rounded to the storage dtype
-        # (in bfloat16, 0.9 is 0.8984375).
-        dtype = jnp.promote_types(g.dtype, stored.dtype)
-        return g.astype(dtype) + self.decay * stored.astype(dtype)
+        def leaf(g: jax.Array, stored: jax.Array) -> tuple[jax.Array, jax.Array]:
+            # Updated in float32 or wider whatever the storage dtype, so that the
+            # decay is not rounded (in bfloat16, 0.9 is 0.8984375).
+            dtype = numerics.compute_dtype(g.dtype, stored.dtype)
+            new_trace = g.astype(dtype) + self.decay * stored.astype(dtype)
+            out = g.astype(dtype) + self.decay * new_trace if self.nesterov else new_trace
+            return out.astype(g.dtype), new_trace.astype(stored.dtype)
+
+        out, new_trace = trees.leaf_map_n(2, leaf, updates, state.trace)
+        return out, TraceState(trace=new_trace)

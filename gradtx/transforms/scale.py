@@ -1,13 +1,11 @@
 """Scaling transformations: identity, a fixed scale, the learning rate."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, numerics
+from gradtx import checks, numerics, trees
 from gradtx.base import (
     EmptyState,
     OptState,
@@ -21,14 +19,16 @@ from gradtx.base import (
 )
 
 
-class ScaleByLearningRateState(NamedTuple):
-    """State of :class:`scale_by_learning_rate`.
+class ScaleByScheduleState(NamedTuple):
+    """State of :class:`scale_by_schedule`, and of :class:`scale_by_learning_rate` with a schedule.
+
+    Optax's layout: a constant learning rate keeps no state (``EmptyState``).
 
     Attributes:
       count: int32 number of updates applied so far (the schedule's step).
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # Optax's field name, shadows tuple.count
 
 
 def evaluate(value: ScalarOrSchedule, count: jax.Array) -> Any:
@@ -87,7 +87,7 @@ class scale(Transformation):  # noqa: N801
         self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, OptState]:
         del params, extra_args
-        return jax.tree.map(lambda u: _scaled(u, self.step_size), updates), state
+        return trees.leaf_map(lambda u: _scaled(u, self.step_size), updates), state
 
 
 def _scaled(update: jax.Array, factor: Any) -> jax.Array:
@@ -96,13 +96,62 @@ def _scaled(update: jax.Array, factor: Any) -> jax.Array:
 
 
 @value_class
+class scale_by_schedule(Transformation):  # noqa: N801 - Optax's name
+    """Multiplies updates by a scheduled factor.
+
+    Update rule, with ``t`` the step count: ``u <- step_size_fn(t) * u``.
+
+    Args:
+      step_size_fn: a schedule (a callable from the step count to the factor).
+
+    Raises:
+      TypeError: if ``step_size_fn`` is not callable.
+
+    Example:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.scale_by_schedule(gradtx.linear_schedule(1.0, 0.0, 10))
+      >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
+      Array([1., 1.], dtype=float32)
+    """
+
+    step_size_fn: ScalarOrSchedule = hyperparameter()
+
+    def __post_init__(self) -> None:
+        if not callable(self.step_size_fn):
+            raise TypeError(
+                f"step_size_fn must be a schedule (a callable), got {self.step_size_fn!r}; "
+                "use gradtx.scale for a constant factor"
+            )
+
+    def init(self, params: Params) -> OptState:
+        del params
+        return ScaleByScheduleState(count=numerics.zero_count())
+
+    def update(
+        self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]:
+        del params, extra_args
+        return _scale_by_schedule(updates, state, self.step_size_fn)
+
+
+def _scale_by_schedule(
+    updates: Updates, state: ScaleByScheduleState, step_size_fn: Any, sign: float = 1.0
+) -> tuple[Updates, ScaleByScheduleState]:
+    step_size = step_size_fn(state.count)
+    if sign != 1.0:
+        step_size = sign * jnp.asarray(step_size)
+    updates = trees.leaf_map(lambda u: _scaled(u, step_size), updates)
+    return updates, ScaleByScheduleState(count=numerics.safe_increment(state.count))
+
+
+@value_class
 class scale_by_learning_rate(Transformation):  # noqa: N801
     """Scales updates by the (negated) learning rate.
 
     Update rule, with ``t`` the step count: ``u <- -lr(t) * u`` (or ``+lr(t) * u``
-    when ``flip_sign`` is False). The state always carries ``count``, so a
-    constant learning rate can be swapped for a schedule without changing the
-    state's structure.
+    when ``flip_sign`` is False). The state is Optax's: ``EmptyState()`` for a
+    constant learning rate, :class:`ScaleByScheduleState` (the step count) for a
+    schedule, so a state saved by Optax loads unchanged.
 
     Args:
       learning_rate: a non-negative number or a schedule (a callable from the
@@ -128,14 +177,17 @@ class scale_by_learning_rate(Transformation):  # noqa: N801
 
     def init(self, params: Params) -> OptState:
         del params
-        return ScaleByLearningRateState(count=numerics.zero_count())
+        # Optax's layout: a count only when there is a schedule to read at it.
+        if callable(self.learning_rate):
+            return ScaleByScheduleState(count=numerics.zero_count())
+        return EmptyState()
 
     def update(
         self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, OptState]:
         del params, extra_args
-        step_size = evaluate(self.learning_rate, state.count)
-        if self.flip_sign:
-            step_size = -jnp.asarray(step_size)
-        updates = jax.tree.map(lambda u: _scaled(u, step_size), updates)
-        return updates, ScaleByLearningRateState(count=numerics.safe_increment(state.count))
+        sign = -1.0 if self.flip_sign else 1.0
+        if callable(self.learning_rate):
+            return _scale_by_schedule(updates, state, self.learning_rate, sign)
+        step_size = sign * jnp.asarray(self.learning_rate)
+        return trees.leaf_map(lambda u: _scaled(u, step_size), updates), state

@@ -1,14 +1,14 @@
 """Decoupled weight decay: adds ``weight_decay * params`` to the updates."""
 
-from __future__ import annotations
-
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, masks, numerics
+from gradtx import checks, masks, numerics, trees
 from gradtx.base import (
+    EmptyState,
     OptState,
     Params,
     ScalarOrSchedule,
@@ -18,17 +18,19 @@ from gradtx.base import (
     static_field,
     value_class,
 )
-from gradtx.transforms.scale import evaluate
+from gradtx.transforms import masking
 
 
-class AddDecayedWeightsState(NamedTuple):
-    """State of :class:`add_decayed_weights`.
+class WeightDecaySchedule(NamedTuple):
+    """State of :class:`add_decayed_weights` with a weight-decay schedule (Optax's name).
+
+    A constant weight decay keeps no state (``EmptyState``), as in Optax.
 
     Attributes:
-      count: int32 step count, the step at which a weight-decay schedule is read.
+      count: int32 step count, the step at which the schedule is read.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # Optax's field name, shadows tuple.count
 
 
 @value_class
@@ -69,22 +71,44 @@ class add_decayed_weights(Transformation):  # noqa: N801 - Optax's name
         object.__setattr__(self, "mask", masks.freeze_mask(self.mask))
 
     def init(self, params: Params) -> OptState:
-        del params
-        return AddDecayedWeightsState(count=numerics.zero_count())
+        if self.mask is not None:
+            # Optax's layout: the masked decay is masked(add_decayed_weights(wd), mask).
+            return masking.masked_init(
+                self._unmasked(), masking.mask_tree_for(self.mask, params), params
+            )
+        # Optax's layout: a count only when there is a schedule to read at it.
+        if callable(self.weight_decay):
+            return WeightDecaySchedule(count=numerics.zero_count())
+        return EmptyState()
 
     def update(
         self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, OptState]:
-        del extra_args
         if params is None:
             raise ValueError(checks.PARAMS_REQUIRED.format(name="add_decayed_weights"))
         checks.check_trees_match(
             updates, params, tree_name="gradients", reference_name="parameters"
         )
-        decay = evaluate(self.weight_decay, state.count)
+        if self.mask is not None:
+            return masking.masked_update(
+                self._unmasked(),
+                masking.mask_tree_for(self.mask, updates),
+                updates,
+                state,
+                params,
+                extra_args,
+                mask_compatible_extra_args=False,
+            )
+        if callable(self.weight_decay):
+            decay = self.weight_decay(state.count)
+            state = WeightDecaySchedule(count=numerics.safe_increment(state.count))
+        else:
+            decay = self.weight_decay
 
         def decayed(u: jax.Array, p: jax.Array) -> jax.Array:
             return (u + jnp.asarray(decay).astype(u.dtype) * p).astype(u.dtype)
 
-        updates = masks.apply_masked(decayed, self.mask, updates, params)
-        return updates, AddDecayedWeightsState(count=numerics.safe_increment(state.count))
+        return trees.leaf_map(decayed, updates, params), state
+
+    def _unmasked(self) -> "add_decayed_weights":
+        return dataclasses.replace(self, mask=None)
