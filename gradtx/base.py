@@ -8,7 +8,7 @@ options (dtypes, booleans, masks) are static and live in the tree definition.
 
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -233,6 +233,26 @@ def value_class(cls: type[ValueT] | None = None, *, pytree: bool = True) -> Any:
     return cls
 
 
+def _runs_user_code(value: Any) -> bool:
+    """Whether ``value`` holds a transformation gradtx did not write (``foreign`` ...).
+
+    Such code may have Python side effects (a print, a list it appends to) that
+    an eager call must keep, so it is not compiled.
+    """
+    if getattr(type(value), "runs_user_code", False):
+        return True
+    children: list[Any] = []
+    for field in dataclasses.fields(value):
+        child = getattr(value, field.name)
+        if isinstance(child, (tuple, list)):
+            children.extend(child)
+        elif isinstance(child, Mapping):
+            children.extend(child.values())
+        else:
+            children.append(child)
+    return any(isinstance(child, Value) and _runs_user_code(child) for child in children)
+
+
 def _compiled_when_eager(update: Callable[..., Any]) -> Callable[..., Any]:
     """``update`` that, called outside any JAX transformation, runs through ``jax.jit``.
 
@@ -241,7 +261,8 @@ def _compiled_when_eager(update: Callable[..., Any]) -> Callable[..., Any]:
     reciprocal, and fuses), so an eager update would differ from the jitted one
     in the last bits. Compiling the eager call too makes them the same numbers,
     as a user moving a training loop under ``jax.jit`` expects. Inside ``jit``,
-    ``vmap`` or ``grad`` (any traced input), ``update`` runs as written.
+    ``vmap`` or ``grad`` (any traced input), or when the transformation holds
+    one gradtx did not write (``foreign``), ``update`` runs as written.
     """
     # The transformation is static, as when a user's jitted step closes over
     # it: its hyperparameters are then the same compile-time constants.
@@ -252,10 +273,14 @@ def _compiled_when_eager(update: Callable[..., Any]) -> Callable[..., Any]:
     ) -> Any:
         leaves = jax.tree.leaves((self, updates, state, params, extra_args))
         # jax.config's options are attributes set at run time, unknown to mypy.
-        if jax.config.jax_disable_jit or not all(  # type: ignore[attr-defined]
-            isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, complex))
-            and not isinstance(leaf, jax.core.Tracer)
-            for leaf in leaves
+        if (
+            _runs_user_code(self)
+            or jax.config.jax_disable_jit
+            or not all(  # type: ignore[attr-defined]
+                isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, complex))
+                and not isinstance(leaf, jax.core.Tracer)
+                for leaf in leaves
+            )
         ):
             return update(self, updates, state, params, **extra_args)
         try:
@@ -347,6 +372,8 @@ class GradientTransformation(Transformation, metaclass=_ContractMeta):
       >>> isinstance(gradtx.adam(1e-3), gradtx.GradientTransformation)
       True
     """
+
+    runs_user_code = True
 
     # Fields named like Optax's NamedTuple fields; as instance attributes they
     # take precedence over the inherited methods.

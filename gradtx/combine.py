@@ -33,6 +33,8 @@ class foreign(Transformation):  # noqa: N801
     """
 
     transformation: Any = static_field()
+    # Its update may have Python side effects: an eager call is not compiled.
+    runs_user_code = True
 
     def __post_init__(self) -> None:
         if not _is_transformation(self.transformation):

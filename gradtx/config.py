@@ -49,7 +49,16 @@ _LABELS_HINT = (
     "make it serializable with gradtx.path_labels([(regex, label), ...]) (rules over "
     "each parameter's path, first match wins) or give a tree of labels"
 )
-_HINTS = {"mask": _MASK_HINT, "freeze_mask": _MASK_HINT, "param_labels": _LABELS_HINT}
+_SKIP_HINT = (
+    "use gradtx.skip_not_finite() or gradtx.skip_large_updates(max_squared_norm), "
+    "or a registered gradtx.Value subclass with the same call signature"
+)
+_HINTS = {
+    "mask": _MASK_HINT,
+    "freeze_mask": _MASK_HINT,
+    "param_labels": _LABELS_HINT,
+    "should_skip_update_fn": _SKIP_HINT,
+}
 _ARRAY_KEYS = frozenset({"array", "dtype"})
 
 
@@ -115,8 +124,10 @@ def to_config(tx: Value) -> dict[str, Any]:
 
     Example:
       >>> import gradtx
-      >>> gradtx.to_config(gradtx.sgd(0.1, momentum=0.9))
-      {'name': 'sgd', 'learning_rate': 0.1, 'momentum': 0.9, 'nesterov': False, 'weight_decay': 0.0}
+      >>> gradtx.to_config(gradtx.sgd(0.1, momentum=0.9))["momentum"]
+      0.9
+      >>> gradtx.to_config(gradtx.scale_by_learning_rate(0.1))
+      {'name': 'scale_by_learning_rate', 'learning_rate': 0.1, 'flip_sign': True}
     """
     if not isinstance(tx, Value):
         raise TypeError(f"to_config expects a gradtx transformation or schedule, got {tx!r}")

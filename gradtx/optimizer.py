@@ -459,7 +459,8 @@ def _regrafted_state(tx: Any, params: Any, state: Any, steps: int) -> Any:
             leaves.append(old[key])
         elif key.endswith(".count") and jnp.ndim(leaf) == 0:
             count = existing_counts[0] if existing_counts else steps
-            leaves.append(jnp.asarray(count, jnp.asarray(leaf).dtype))
+            # A copy: the state's buffers are donated, each must be its own.
+            leaves.append(jnp.array(count, jnp.asarray(leaf).dtype, copy=True))
         else:
             return None
     return jax.tree.unflatten(jax.tree.structure(fresh), leaves)

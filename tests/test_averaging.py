@@ -3,8 +3,8 @@
 Each parity case runs the gradtx transformation (an argument of the jitted
 function, so its hyperparameters are traced leaves) and its Optax counterpart
 (closed over, as Optax is used) in one ``lax.scan``, on a small nested tree with
-a None leaf and fresh random gradients at every step. The eager cases run the
-same steps one by one, without jit, for both libraries.
+a None leaf and fresh random gradients at every step. The eager cases call
+gradtx's update once per step, outside jit, and compare with the same Optax run.
 """
 
 import dataclasses

@@ -18,8 +18,15 @@ OPTAX_NO_DECAY = lambda params: NO_DECAY(params)  # noqa: E731
 
 
 def decay_kernels_only(params):
-    """The usual Flax idiom as a plain callable: decay leaves named ``kernel``."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
+    """The usual Flax idiom as a plain callable: decay leaves named ``kernel``.
+
+    Like optax.masked, gradtx calls a mask with the params at ``init`` (for
+    nnx, a state of ``Param`` variables, whose leaves sit under ``.value``) and
+    with the updates at ``update``, so the names are looked up along the path.
+    """
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: any(getattr(key, "key", None) == "kernel" for key in path), params
+    )
 
 
 def data(seed=0):

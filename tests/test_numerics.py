@@ -254,8 +254,8 @@ OPTIMIZERS = {
 }
 
 # (rtol, atol in units of the learning rate) against the float64 NumPy rule.
-# Low-precision moments are rounded at every step (and in bfloat16 the decays
-# themselves round: b2 = 0.999 becomes 1, as in Optax), so the bound grows with
+# Low-precision moments are rounded at every step (computed in float32, stored
+# in the params' dtype), so the bound grows with
 # the dtype's unit roundoff: float16 2**-11, bfloat16 2**-8, over 20 steps of
 # averaging. float32 and complex64 are held to a few float32 roundings and
 # float64 checks the rule itself.
@@ -300,7 +300,13 @@ def _check_dtype(name: str, dtype_name: str) -> None:
         atol=atol * hyperparameters["learning_rate"],
     )
 
-    # And bit for bit (up to fusion) Optax's updates in that dtype.
+    # And bit for bit (up to fusion) Optax's updates in that dtype. Not in
+    # bfloat16 or float16: there gradtx updates moments in float32, where Optax
+    # rounds the decays themselves (0.9 -> 0.8984375), so the float64 rule above
+    # is the reference (tests/test_optax_parity.py compares with an Optax given
+    # float32 decays).
+    if dtype_name in ("bfloat16", "float16"):
+        return
     for ours, theirs in zip(updates, optax_updates):
         for name_ in ours:
             assert theirs[name_].dtype == dtype

@@ -46,7 +46,7 @@ class EmaState(NamedTuple):
         parameter is None).
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # Optax's field name, shadows tuple.count
     ema: Updates
 
 
@@ -289,8 +289,8 @@ class lookahead(Transformation):  # noqa: N801 - Optax's name
         if self.reset_state:
             # A select rather than Optax's blend (1 - s) * state + s * init:
             # equal for finite values, but an inf or NaN in the old state
-            # cannot leak into the fresh one, and integer and key leaves keep
-            # their dtype.
+            # cannot leak into the fresh one (0 * inf is NaN), and a PRNG key
+            # in the state (add_noise's) can be reset too.
             initial = self.fast_optimizer.init(params.fast)
             fast_state = jax.tree.map(
                 lambda current, fresh: jnp.where(sync_next, fresh, current), fast_state, initial

@@ -31,7 +31,7 @@ class AddNoiseState(NamedTuple):
       rng_key: the typed PRNG key the next step splits.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # Optax's field name, shadows tuple.count
     rng_key: jax.Array
 
 
@@ -112,7 +112,7 @@ class add_noise(Transformation):  # noqa: N801 - Optax's name
         except (TypeError, ValueError, OverflowError) as error:
             raise ValueError(
                 f"key {key!r} is not a valid key for the PRNG implementation "
-                f"{key_impl or jax.config.jax_default_prng_impl!r}: {error}"
+                f"{key_impl or _default_prng_impl()!r}: {error}"
             ) from error
 
     def init(self, params: Params) -> OptState:
@@ -143,7 +143,7 @@ class add_noise(Transformation):  # noqa: N801 - Optax's name
             return noisy.astype(g.dtype)
 
         noisy = [leaf(trees.as_array(g), key) for g, key in zip(gradients, keys)]
-        return treedef.unflatten(noisy), AddNoiseState(count=count, rng_key=rng_key)
+        return jax.tree.unflatten(treedef, noisy), AddNoiseState(count=count, rng_key=rng_key)
 
 
 def _canonical_key(key: Any, key_impl: Any) -> tuple[int | tuple[int, ...], str | None]:
@@ -201,5 +201,12 @@ def _words(data: np.ndarray) -> tuple[int, ...]:
 def _make_key(key: Any, key_impl: str | None) -> jax.Array:
     """The typed PRNG key ``key`` stands for."""
     if isinstance(key, tuple):
-        return jax.random.wrap_key_data(np.asarray(key, np.uint32), impl=key_impl)
+        # Annotated as taking a jax.Array, wrap_key_data takes any uint32 array.
+        data = np.asarray(key, np.uint32)
+        return jax.random.wrap_key_data(data, impl=key_impl)  # type: ignore[arg-type]
     return jax.random.key(key, impl=key_impl)
+
+
+def _default_prng_impl() -> str:
+    # jax.config's options are attributes set at run time, unknown to mypy.
+    return str(getattr(jax.config, "jax_default_prng_impl"))  # noqa: B009

@@ -46,6 +46,9 @@ class stateless(Transformation):  # noqa: N801 - Optax's name
       Array([2., 2.], dtype=float32)
     """
 
+    # The user's function may have Python side effects: an eager call is not compiled.
+    runs_user_code = True
+
     f: Callable[[Updates, Params | None], Updates] = static_field()
 
     def __post_init__(self) -> None:
@@ -85,6 +88,9 @@ class stateless_with_tree_map(Transformation):  # noqa: N801 - Optax's name
       >>> tx.update({"w": jnp.ones(2)}, tx.init(p), p)[0]
       {'w': Array([2., 2.], dtype=float32)}
     """
+
+    # The user's function may have Python side effects: an eager call is not compiled.
+    runs_user_code = True
 
     f: Callable[[jax.Array, jax.Array | None], jax.Array] = static_field()
 
