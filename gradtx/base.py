@@ -272,16 +272,14 @@ def _compiled_when_eager(update: Callable[..., Any]) -> Callable[..., Any]:
         self: Any, updates: Any, state: Any, params: Any = None, **extra_args: Any
     ) -> Any:
         leaves = jax.tree.leaves((self, updates, state, params, extra_args))
+        concrete = all(
+            isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, complex))
+            and not isinstance(leaf, jax.core.Tracer)
+            for leaf in leaves
+        )
         # jax.config's options are attributes set at run time, unknown to mypy.
-        if (
-            _runs_user_code(self)
-            or jax.config.jax_disable_jit
-            or not all(  # type: ignore[attr-defined]
-                isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, complex))
-                and not isinstance(leaf, jax.core.Tracer)
-                for leaf in leaves
-            )
-        ):
+        jit_disabled = bool(getattr(jax.config, "jax_disable_jit"))  # noqa: B009
+        if not concrete or jit_disabled or _runs_user_code(self):
             return update(self, updates, state, params, **extra_args)
         try:
             hash(self)
