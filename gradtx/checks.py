@@ -122,7 +122,7 @@ def check_trees_match(tree: Any, reference: Any, *, tree_name: str, reference_na
     Raises:
       ValueError: if the structures or leaf shapes differ.
     """
-    is_none = lambda x: x is None  # noqa: E731 - None marks a frozen leaf in Optax
+    is_none = trees.is_none  # None marks a frozen leaf in Optax
     if trees.structure(tree, is_leaf=is_none) == trees.structure(reference, is_leaf=is_none):
         _check_shapes(tree, reference, tree_name, reference_name)
         return
@@ -145,13 +145,13 @@ def check_trees_match(tree: Any, reference: Any, *, tree_name: str, reference_na
 
 
 def _paths(tree: Any) -> list[str]:
-    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)[0]
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=trees.is_none)[0]
     return [jax.tree_util.keystr(path) or "<root>" for path, _ in leaves]
 
 
 def _check_shapes(tree: Any, reference: Any, tree_name: str, reference_name: str) -> None:
-    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)[0]
-    reference_leaves = jax.tree.leaves(reference, is_leaf=lambda x: x is None)
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=trees.is_none)[0]
+    reference_leaves = jax.tree.leaves(reference, is_leaf=trees.is_none)
     for (path, leaf), reference_leaf in zip(leaves, reference_leaves):
         shape = np.shape(leaf) if leaf is not None else None
         reference_shape = np.shape(reference_leaf) if reference_leaf is not None else None

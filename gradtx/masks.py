@@ -6,7 +6,7 @@ from typing import Any
 
 import jax
 
-from gradtx import checks, tree_paths, trees
+from gradtx import tree_paths, trees
 from gradtx.base import Value, static_field, value_class
 
 MaskOrFn = Any | Callable[[Any], Any] | None
@@ -147,42 +147,3 @@ def freeze_mask(mask: MaskOrFn) -> MaskOrFn:
     if mask is None or callable(mask):
         return mask
     return FrozenTree(mask)
-
-
-def apply_masked(
-    function: Callable[[Any, Any], Any], mask: MaskOrFn, updates: Any, params: Any
-) -> Any:
-    """Applies ``function(update, param)`` to the leaves the mask selects.
-
-    Leaves the mask leaves out pass through unchanged. The mask may be a prefix
-    of the parameter tree (``{"encoder": False}`` leaves the whole encoder out).
-
-    Args:
-      function: the per-leaf operation.
-      mask: None (every leaf), a pytree of booleans, or a callable from params
-        to one.
-      updates: the updates tree.
-      params: the parameter tree, same structure as ``updates``.
-
-    Returns:
-      The updates with ``function`` applied where the mask is True.
-
-    Raises:
-      ValueError: if the mask is not a prefix of the parameter tree.
-    """
-    if mask is None:
-        return trees.leaf_map(function, updates, params)
-    mask_tree = mask(params) if callable(mask) else mask
-    mask_structure = trees.structure(mask_tree)
-    try:
-        update_parts = mask_structure.flatten_up_to(updates)
-        param_parts = mask_structure.flatten_up_to(params)
-    except (ValueError, TypeError) as error:
-        checks.check_trees_match(mask_tree, params, tree_name="mask", reference_name="parameters")
-        raise ValueError(f"the mask is not a prefix of the parameter tree: {error}") from None
-    selected = jax.tree.leaves(mask_tree)
-    results = [
-        trees.leaf_map(function, update, param) if keep else update
-        for keep, update, param in zip(selected, update_parts, param_parts)
-    ]
-    return mask_structure.unflatten(results)

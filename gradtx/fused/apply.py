@@ -100,7 +100,7 @@ def _inverse_correction(decay: Any, count: jax.Array) -> jax.Array:
 
 
 def _decay_flags(plan: Plan, params: Params, count: int) -> tuple[bool, ...]:
-    """Which leaves ``add_decayed_weights`` decays, as in ``masks.apply_masked``."""
+    """Which leaves ``add_decayed_weights`` decays, as ``masking.masked_update`` selects them."""
     if plan.decay is None:
         return (False,) * count
     mask = plan.members[plan.decay].mask  # type: ignore[attr-defined]

@@ -94,7 +94,7 @@ def mask_tree_for(mask: Any, tree: Any) -> Any:
 
 
 def _leaf_paths(tree: Any) -> list[tuple[Any, ...]]:
-    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)[0]
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=trees.is_none)[0]
     return [path for path, _ in leaves]
 
 
