@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from parity_checks import Hyperparameter, assert_same_layout, assert_trees_close, stored_in
 
 import gradtx
 
@@ -132,53 +133,6 @@ def run_both(gradtx_tx: Any, optax_tx: Any, dtype: Any, *, traced: bool = False)
     return Run(*stacked, carry[1], carry[3])
 
 
-def stored_in(optax_tx: Any, dtype: Any) -> Any:
-    """``optax_tx`` with the floating leaves of its state stored in ``dtype``.
-
-    Given float32 decay rates, Optax computes a narrow moment in float32 and
-    keeps it in float32 (or in mu_dtype); gradtx computes it in float32 and
-    stores it in the params' dtype. This wrapper stores Optax's state the same
-    way, so the two differ only by the rounding of the updates themselves.
-    """
-
-    def cast(state: Any) -> Any:
-        return jax.tree.map(
-            lambda leaf: leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf,
-            state,
-        )
-
-    def update(updates: Any, state: Any, params: Any = None) -> Any:
-        updates, state = optax_tx.update(updates, state, params)
-        return updates, cast(state)
-
-    return optax.GradientTransformation(lambda params: cast(optax_tx.init(params)), update)
-
-
-def assert_trees_close(
-    actual: Any, expected: Any, *, rtol: float, atol: float, scale_atol: float = 0.0
-) -> None:
-    """Leaves agree to ``atol + rtol * |expected|``.
-
-    ``scale_atol`` adds that fraction of the largest ``|expected|`` of the leaf
-    to ``atol``: two runs whose bfloat16 moments were rounded apart by an ulp
-    differ by about 2**-9 of the updates' scale wherever a moment crosses zero,
-    however small the update there.
-    """
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for (path, a), b in zip(
-        jax.tree_util.tree_flatten_with_path(actual)[0], jax.tree.leaves(expected)
-    ):
-        assert np.shape(a) == np.shape(b), jax.tree_util.keystr(path)
-        b = np.asarray(b, np.float64)
-        np.testing.assert_allclose(
-            np.asarray(a, np.float64),
-            b,
-            err_msg=f"at {jax.tree_util.keystr(path)}",
-            rtol=rtol,
-            atol=atol + scale_atol * float(np.max(np.abs(b), initial=0.0)),
-        )
-
-
 def assert_params_close(run: Run, rtol: float, atol: float) -> None:
     """Compares the params of every step, allowing rounding that accumulates.
 
@@ -251,25 +205,6 @@ class Case(NamedTuple):
 def adam_h(h: Any) -> dict[str, Any]:
     """Adam's default decay rates and eps, through ``h``, and its ``mu_dtype``."""
     return {"b1": h(0.9), "b2": h(0.999), "eps": h(1e-8), "mu_dtype": h.storage}
-
-
-# gradtx updates moments and traces in float32 or wider whatever the storage
-# dtype, so that b2 = 0.999 is not rounded to 1.0 in bfloat16 (Optax issue
-# #1414); Optax computes bfloat16 moments in bfloat16 when given Python floats.
-# Given float32 array decay rates, Optax computes in float32 too (and stores
-# its moments in float32 unless given mu_dtype / accumulator_dtype), which is
-# gradtx's arithmetic: that Optax, storing in bfloat16, is the reference.
-class Hyperparameter:
-    """How a case gives Optax its decay rates and eps, and its moments' storage dtype."""
-
-    def __init__(self, dtype: Any) -> None:
-        self.dtype = dtype
-        # Optax casts a moment to mu_dtype / accumulator_dtype only for storage,
-        # as gradtx does; None keeps the params' (float32) dtype.
-        self.storage = None if dtype == jnp.float32 else dtype
-
-    def __call__(self, value: float) -> Any:
-        return value if self.dtype == jnp.float32 else jnp.asarray(value, jnp.float32)
 
 
 def _cases() -> dict[str, Case]:
@@ -465,16 +400,6 @@ def test_matches_optax(name, dtype):
         gradtx_part, optax_part = case.same_state(run.gradtx_state, run.optax_state)
         assert_trees_close(gradtx_part, optax_part, **tolerance, scale_atol=scale_atol)
     assert_same_layout(run.gradtx_state, run.optax_state, **tolerance, scale_atol=scale_atol)
-
-
-def assert_same_layout(gradtx_state: Any, optax_state: Any, **tolerance: float) -> None:
-    """The two states have the same key paths (NamedTuple fields, indices) and values."""
-    ours = jax.tree_util.tree_flatten_with_path(gradtx_state)[0]
-    theirs = jax.tree_util.tree_flatten_with_path(optax_state)[0]
-    assert [jax.tree_util.keystr(path) for path, _ in ours] == [
-        jax.tree_util.keystr(path) for path, _ in theirs
-    ]
-    assert_trees_close([a for _, a in ours], [b for _, b in theirs], **tolerance)
 
 
 def test_the_tree_covers_dicts_lists_tuples_and_scalars():
