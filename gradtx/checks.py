@@ -12,6 +12,10 @@ PARAMS_REQUIRED = (
     "{name} needs the current parameters: call update(updates, state, params) "
     "with params, not update(updates, state)"
 )
+VALUE_REQUIRED = (
+    "{name} needs the current loss: call update(updates, state, params, value=loss) "
+    "(chain and the other combinators pass value= on)"
+)
 
 
 def _concrete(value: Any) -> np.ndarray | None:
@@ -83,8 +87,9 @@ def _describe(
         return f"in {left}{low:g}, {high:g}{right}"
     if low is not None:
         return f"{'>=' if low_inclusive else '>'} {low:g}"
-    assert high is not None
-    return f"{'<=' if high_inclusive else '<'} {high:g}"
+    if high is not None:
+        return f"{'<=' if high_inclusive else '<'} {high:g}"
+    return "a number, not NaN"  # the only value refused without bounds
 
 
 def check_state_fields(state: Any, state_type: type, name: str) -> None:

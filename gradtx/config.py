@@ -53,7 +53,13 @@ _SKIP_HINT = (
     "use gradtx.skip_not_finite() or gradtx.skip_large_updates(max_squared_norm), "
     "or a registered gradtx.Value subclass with the same call signature"
 )
+_DIMENSION_NUMBERS_HINT = (
+    "give a gradtx.MuonDimensionNumbers, or a tree (nested dicts/lists, a prefix of "
+    "the params) of them and None, instead of a function"
+)
 _HINTS = {
+    "weight_dimension_numbers": _DIMENSION_NUMBERS_HINT,
+    "muon_weight_dimension_numbers": _DIMENSION_NUMBERS_HINT,
     "mask": _MASK_HINT,
     "freeze_mask": _MASK_HINT,
     "param_labels": _LABELS_HINT,

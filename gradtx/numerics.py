@@ -119,3 +119,30 @@ def canonical_dtype(dtype: Any) -> str | None:
 def cast(x: jax.Array, dtype: str | None) -> jax.Array:
     """``x`` in ``dtype``, or unchanged when ``dtype`` is None."""
     return x if dtype is None else x.astype(dtype)
+
+
+def debiased_mean(
+    mu: jax.Array, g: jax.Array, b1: Any, count: jax.Array, *, nesterov: bool
+) -> jax.Array:
+    """The bias-corrected first moment, or its Nesterov look-ahead (Optax's rule).
+
+    ``mu / (1 - b1**t)``, or with ``nesterov`` ``b1 * mu / (1 - b1**(t+1)) +
+    (1 - b1) * g / (1 - b1**t)`` (Dozat, 2016), in ``mu``'s dtype.
+
+    Args:
+      mu: the updated first moment, in its compute dtype.
+      g: the gradient.
+      b1: the first moment's decay.
+      count: the step ``t`` (>= 1).
+      nesterov: use the Nesterov form.
+
+    Returns:
+      The estimate of the mean gradient.
+    """
+    if not nesterov:
+        return bias_correction(mu, b1, count)
+    # jnp.multiply is what `b1 * array` runs; spelled out since NumPy's stubs would
+    # type it as an ndarray when b1 is one.
+    return jnp.multiply(b1, bias_correction(mu, b1, safe_increment(count))) + (
+        1 - b1
+    ) * bias_correction(g.astype(mu.dtype), b1, count)

@@ -8,23 +8,48 @@ import dataclasses
 import types
 from typing import TypeVar, cast
 
-from gradtx import aliases, base, combine, masks, schedules
+from gradtx import aliases, base, combine, masks
 from gradtx.base import Value, value_class
+from gradtx.schedules import basic as basic_schedules
+from gradtx.schedules import cyclic as cyclic_schedules
+from gradtx.schedules import warmup as warmup_schedules
 from gradtx.transforms import (
     accumulation,
+    adadelta,
     adam,
+    adamax,
+    adan,
+    ademamix,
+    adopt,
+    amsgrad,
     averaging,
+    belief,
     clipping,
     conditional,
     constraining,
+    factored,
     freezing,
+    lion,
     masking,
     momentum,
+    muon,
     noise,
+    novograd,
+    optimistic,
     partition,
+    plateau,
+    polyak,
+    radam,
+    rms,
+    rprop,
     scale,
+    schedule_free,
+    sign,
+    sm3,
     stateless,
+    trust_ratio,
     weight_decay,
+    yogi,
 )
 
 ClassT = TypeVar("ClassT", bound=type)
@@ -43,7 +68,7 @@ NOT_SERIALIZABLE: dict[type[Value], str] = {
         "or write your own and decorate it with @gradtx.register "
         "(see docs/write_your_own.md)"
     ),
-    schedules.custom_schedule: (
+    basic_schedules.custom_schedule: (
         "it wraps a plain Python function, which a config cannot name; use a gradtx "
         "schedule (e.g. join_schedules of built-in ones), or write a Schedule "
         "subclass and decorate it with @gradtx.register (see docs/write_your_own.md)"
@@ -64,21 +89,45 @@ _BUILTIN_MODULES: tuple[types.ModuleType, ...] = (
     aliases,
     combine,
     masks,
-    schedules,
+    basic_schedules,
+    cyclic_schedules,
+    warmup_schedules,
     accumulation,
+    adadelta,
     adam,
+    adamax,
+    adan,
+    ademamix,
+    adopt,
+    amsgrad,
     averaging,
+    belief,
     clipping,
     conditional,
     constraining,
+    factored,
     freezing,
+    lion,
     masking,
     momentum,
+    muon,
     noise,
+    novograd,
+    optimistic,
     partition,
+    plateau,
+    polyak,
+    radam,
+    rms,
+    rprop,
     scale,
+    schedule_free,
+    sign,
+    sm3,
     stateless,
+    trust_ratio,
     weight_decay,
+    yogi,
 )
 
 _BY_NAME: dict[str, type[Value]] = {}

@@ -99,3 +99,15 @@ def test_signatures_carry_real_annotations_not_strings():
             continue
         for parameter in signature.parameters.values():
             assert not isinstance(parameter.annotation, str), (name, parameter.name)
+
+
+def test_contrib_holds_optax_contrib_names_as_the_top_level_objects():
+    import optax.contrib
+
+    assert list(gradtx.contrib.__all__) == sorted(gradtx.contrib.__all__)
+    for name in gradtx.contrib.__all__:
+        assert hasattr(optax.contrib, name), f"optax.contrib has no {name}"
+        assert getattr(gradtx.contrib, name) is getattr(gradtx, name), name
+    # Every optax.contrib name gradtx has at the top level is in gradtx.contrib too.
+    shared = {n for n in dir(optax.contrib) if not n.startswith("_") and hasattr(gradtx, n)}
+    assert shared == set(gradtx.contrib.__all__)

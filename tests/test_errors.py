@@ -112,6 +112,12 @@ def test_negative_weight_decay(build):
     _raised_by_gradtx(info)
 
 
+def test_nan_without_bounds_is_a_value_error_naming_it():
+    # A hyperparameter with no range (scale's step) still refuses NaN, by name.
+    with pytest.raises(ValueError, match=r"step_size must be a number, not NaN, got nan"):
+        gradtx.scale(float("nan"))
+
+
 def test_non_numeric_hyperparameter_is_a_type_error_naming_it():
     with pytest.raises(TypeError, match="b1"):
         gradtx.scale_by_adam(b1="0.9")

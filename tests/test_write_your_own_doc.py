@@ -22,4 +22,4 @@ def test_the_page_runs_and_prints_what_its_comments_say(tmp_path):
     assert len(promised) >= 3
     for line in promised:
         assert line.strip() in result.stdout, f"{line!r} not printed:\n{result.stdout}"
-    assert "name: lion\n" in result.stdout
+    assert "name: my_lion\n" in result.stdout

@@ -118,14 +118,7 @@ class scale_by_adam(Transformation):  # noqa: N801 - Optax's name
             nu_new = numerics.update_moment(
                 numerics.abs_sq(g.astype(nu_dtype)), nu, b2, dtype=nu_dtype
             )
-            if self.nesterov:
-                # jnp.multiply is what `b1 * array` runs; spelled out since NumPy's stubs
-                # would type it as an ndarray when b1 is one.
-                mu_hat = jnp.multiply(
-                    b1, numerics.bias_correction(mu_new, b1, numerics.safe_increment(count))
-                ) + (1 - b1) * numerics.bias_correction(g.astype(mu_new.dtype), b1, count)
-            else:
-                mu_hat = numerics.bias_correction(mu_new, b1, count)
+            mu_hat = numerics.debiased_mean(mu_new, g, b1, count, nesterov=self.nesterov)
             nu_hat = numerics.bias_correction(nu_new, b2, count)
             update = mu_hat / (jnp.sqrt(nu_hat + self.eps_root) + self.eps)
             return update.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype)

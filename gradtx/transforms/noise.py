@@ -1,4 +1,4 @@
-"""Gradient noise: annealed Gaussian noise added to the updates."""
+"""Gradient noise: annealed Gaussian noise added to the updates, and noisy SGD."""
 
 import warnings
 from typing import Any, NamedTuple
@@ -8,16 +8,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import checks, numerics, trees
+from gradtx.aliases import Alias
 from gradtx.base import (
     OptState,
     Params,
+    ScalarOrSchedule,
     Transformation,
     Updates,
     hyperparameter,
     static_field,
     value_class,
 )
+from gradtx.combine import chain
 from gradtx.transforms.averaging import check_not_schedule
+from gradtx.transforms.scale import scale_by_learning_rate
 
 KeyLike = int | tuple[int, ...] | jax.Array | np.ndarray | None
 
@@ -146,13 +150,77 @@ class add_noise(Transformation):  # noqa: N801 - Optax's name
         return jax.tree.unflatten(treedef, noisy), AddNoiseState(count=count, rng_key=rng_key)
 
 
-def _canonical_key(key: Any, key_impl: Any) -> tuple[int | tuple[int, ...], str | None]:
-    """The key as an int seed or a tuple of key words, and its implementation's name."""
+@value_class
+class noisy_sgd(Alias):  # noqa: N801 - Optax's name
+    """SGD on gradients with annealed Gaussian noise added.
+
+    Update rule, with ``t`` the step (starting at 1)::
+
+        u <- -learning_rate(t) * (g + sqrt(eta / t**gamma) * normal(key))
+
+    The chain is Optax's, ``add_noise(eta, gamma, key) ->
+    scale_by_learning_rate(learning_rate)``: the same key draws the same noise
+    as ``optax.noisy_sgd``, and the state is Optax's. The key is stored as
+    :class:`add_noise` stores it (see there).
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      eta: the base variance of the noise, >= 0.
+      gamma: the annealing exponent of the variance, >= 0.
+      key: the random key or int seed. None uses seed 0 with a warning, as
+        Optax does.
+      key_impl: gradtx's addition (keyword-only): the PRNG implementation's
+        name used to read ``key``; None for JAX's default at ``init`` time.
+
+    Raises:
+      ValueError: if a hyperparameter is negative, or ``key`` is not a valid
+        key or seed.
+      TypeError: if ``key`` is traced or of another type, or ``eta`` or
+        ``gamma`` is a schedule or not a number.
+
+    References:
+      Neelakantan et al., *Adding Gradient Noise Improves Learning for Very
+      Deep Networks*, 2015, https://arxiv.org/abs/1511.06807
+
+    Example:
+      >>> import gradtx
+      >>> gradtx.noisy_sgd(1e-2, key=0)
+      noisy_sgd(learning_rate=0.01, eta=0.01, gamma=0.55, key=0)
+    """
+
+    learning_rate: ScalarOrSchedule = hyperparameter(shown=True)
+    eta: jax.typing.ArrayLike = hyperparameter(default=0.01, shown=True)
+    gamma: jax.typing.ArrayLike = hyperparameter(default=0.55, shown=True)
+    key: KeyLike = static_field(default=None, shown=True)
+    key_impl: str | None = static_field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        checks.check_number("learning_rate", self.learning_rate, low=0.0)
+        key, key_impl = _canonical_key(self.key, self.key_impl, owner="noisy_sgd")
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "key_impl", key_impl)
+        self.expand()  # validates eta, gamma and the key with their own names
+
+    def expand(self) -> chain:
+        return chain(
+            add_noise(self.eta, self.gamma, self.key, key_impl=self.key_impl),
+            scale_by_learning_rate(self.learning_rate),
+        )
+
+
+def _canonical_key(
+    key: Any, key_impl: Any, owner: str = "add_noise"
+) -> tuple[int | tuple[int, ...], str | None]:
+    """The key as an int seed or a tuple of key words, and its implementation's name.
+
+    Called from ``owner``'s ``__post_init__``: a missing key is reported (by
+    name) at the line that built ``owner``.
+    """
     if key_impl is not None and not isinstance(key_impl, str):
         raise TypeError(f"key_impl must be the name of a PRNG implementation, got {key_impl!r}")
     if key is None:
         warnings.warn(
-            "add_noise got no key; using seed 0. Pass key= (an int seed or a "
+            f"{owner} got no key; using seed 0. Pass key= (an int seed or a "
             "jax.random.key) so that runs draw the noise you intend.",
             stacklevel=4,
         )
