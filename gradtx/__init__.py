@@ -103,12 +103,12 @@ from gradtx.transforms.lion import ScaleByLionState, lion, scale_by_lion
 from gradtx.transforms.masking import MaskedNode, MaskedState, masked
 from gradtx.transforms.momentum import TraceState, trace
 from gradtx.transforms.muon import (
-    MuonDimensionNumbers,
     MuonState,
     muon,
     scale_by_muon,
     scale_by_shape,
 )
+from gradtx.transforms.muon_matrices import MuonDimensionNumbers
 from gradtx.transforms.noise import AddNoiseState, add_noise, noisy_sgd
 from gradtx.transforms.novograd import ScaleByNovogradState, novograd, scale_by_novograd
 from gradtx.transforms.optimistic import (

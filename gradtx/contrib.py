@@ -19,11 +19,11 @@ from gradtx.transforms.adopt import (
     scale_by_adopt,
 )
 from gradtx.transforms.muon import (
-    MuonDimensionNumbers,
     MuonState,
     muon,
     scale_by_muon,
 )
+from gradtx.transforms.muon_matrices import MuonDimensionNumbers
 from gradtx.transforms.plateau import (
     ReduceLROnPlateauState,
     reduce_on_plateau,

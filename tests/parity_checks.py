@@ -86,3 +86,23 @@ def assert_same_layout(gradtx_state: Any, optax_state: Any, **tolerance: float) 
         jax.tree_util.keystr(path) for path, _ in theirs
     ]
     assert_trees_close([a for _, a in ours], [b for _, b in theirs], **tolerance)
+
+
+def computed_in_float32(optax_tx: Any) -> Any:
+    """``optax_tx`` run in float32 on float32 copies of its gradients, state and params.
+
+    Optax computes in its operands' dtype, so in bfloat16 it rounds some
+    intermediate values to 8 bits where gradtx, computing every moment in
+    float32, keeps 24 (each test says which). This reference computes in float32
+    and, through ``stored_in``, stores in bfloat16, as gradtx does.
+    """
+
+    def wide(tree: Any) -> Any:
+        return jax.tree.map(
+            lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+        )
+
+    def update(updates: Any, state: Any, params: Any = None, **extra_args: Any) -> Any:
+        return optax_tx.update(wide(updates), wide(state), wide(params), **extra_args)
+
+    return optax.GradientTransformationExtraArgs(optax_tx.init, update)

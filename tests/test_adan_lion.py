@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 from catalogue_parity import DTYPES, check_against_optax, dtype_id, optax_hyper
+from parity_checks import computed_in_float32
 
 import gradtx
 
@@ -20,28 +21,12 @@ MASK = {
 # ---------------------------------------------------------------- adan
 
 
-def computed_in_float32(optax_tx):
-    """``optax_tx`` run in float32 on float32 copies of its gradients, state and params.
-
-    Optax computes in the dtype of its operands, so in bfloat16 some of its
-    intermediate values are rounded to 8 bits where gradtx, computing every
-    moment in float32, keeps 24: scale_by_adan's difference of consecutive
-    gradients (v drifted 1.4x past the bfloat16 tolerance on the noise leaf).
-    scale_by_novograd does not run at all on a bfloat16 state with float32
-    gradients or hyperparameters (its lax.cond branches return bfloat16 and
-    float32). This reference computes in float32 and (through the harness's
-    stored_in) stores in bfloat16, as gradtx does.
-    """
-
-    def wide(tree):
-        return jax.tree.map(
-            lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
-        )
-
-    def update(updates, state, params=None, **extra_args):
-        return optax_tx.update(wide(updates), wide(state), wide(params), **extra_args)
-
-    return optax.GradientTransformationExtraArgs(optax_tx.init, update)
+# Why a float32 reference in bfloat16 (adan, novograd): Optax computes in its
+# operands' dtype, and scale_by_adan's difference of consecutive gradients,
+# rounded to 8 bits, drove v 1.4x past the bfloat16 tolerance on the noise
+# leaf; scale_by_novograd does not run at all on a bfloat16 state with float32
+# gradients or hyperparameters (its lax.cond branches return bfloat16 and
+# float32).
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)

@@ -1,11 +1,11 @@
 """ADOPT, AdEMAMix and Simplified AdEMAMix against optax.contrib (Optax 0.2.8)."""
 
-import jax
 import jax.numpy as jnp
 import optax
 import pytest
 from catalogue_parity import DTYPES, check_against_optax, dtype_id, optax_hyper
 from optax import contrib
+from parity_checks import computed_in_float32
 
 import gradtx
 
@@ -16,28 +16,6 @@ MASK = {
     "noise": False,
     "frozen": False,
 }
-
-
-def computed_in_float32(optax_tx):
-    """``optax_tx`` run in float32 on float32 copies of its gradients, state and params.
-
-    Optax's scale_by_simplified_ademamix updates ``n`` as ``g*g + b2 * (n -
-    g*g)``: in bfloat16 the square and the difference are rounded to 8 bits
-    before ``b2`` (a float32 array) widens them, and ``n`` remembers ~20 steps
-    of that rounding (it drifted 4.5% from gradtx's, computed in float32, by
-    step 100). This reference computes in float32 like gradtx and (through the
-    harness's stored_in) stores its state in bfloat16.
-    """
-
-    def wide(tree):
-        return jax.tree.map(
-            lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
-        )
-
-    def update(updates, state, params=None, **extra_args):
-        return optax_tx.update(wide(updates), wide(state), wide(params), **extra_args)
-
-    return optax.GradientTransformationExtraArgs(optax_tx.init, update)
 
 
 # ---------------------------------------------------------------- adopt
@@ -140,6 +118,11 @@ def test_scale_by_ademamix_schedules_match_optax():
     )
 
 
+# Why a float32 reference in bfloat16: Optax's scale_by_simplified_ademamix
+# updates n as g*g + b2 * (n - g*g), and in bfloat16 the square and the
+# difference are rounded to 8 bits before b2 (a float32 array) widens them; n
+# remembers ~20 steps of that rounding (it drifted 4.5% from gradtx's, computed
+# in float32, by step 100).
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_simplified_ademamix_matches_optax(dtype):
     h = optax_hyper(dtype)

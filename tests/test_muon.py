@@ -21,7 +21,7 @@ from parity_checks import assert_same_layout, assert_trees_close
 
 import gradtx
 from gradtx.config import ConfigError
-from gradtx.transforms.muon import orthogonalize_via_newton_schulz
+from gradtx.transforms.muon_matrices import orthogonalize_via_newton_schulz
 
 DN = gradtx.MuonDimensionNumbers
 ODN = optax.contrib.MuonDimensionNumbers
