@@ -21,7 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from parity_checks import Hyperparameter, assert_same_layout, assert_trees_close, stored_in
+from parity_checks import (
+    Hyperparameter,
+    assert_dtypes,
+    assert_params_close,
+    assert_same_layout,
+    assert_trees_close,
+    stored_in,
+)
 
 import gradtx
 
@@ -180,34 +187,6 @@ def run_eager(gradtx_tx: Any, dtype: Any, grads: Any, values: jax.Array, *, with
     return stack(updates_seen), stack(params_seen), state
 
 
-def assert_params_close(
-    actual: Any, expected: Any, expected_updates: Any, *, rtol: float, atol: float
-) -> None:
-    """Params of every step, with a bound that grows with the sum of the updates so far."""
-    initial = jax.tree.map(lambda p, u: p[0] - u[0], expected, expected_updates)
-    for (path, a), e, u, start in zip(
-        jax.tree_util.tree_flatten_with_path(actual)[0],
-        jax.tree.leaves(expected),
-        jax.tree.leaves(expected_updates),
-        jax.tree.leaves(initial),
-    ):
-        scale = np.abs(np.asarray(start, np.float64)) + np.cumsum(
-            np.abs(np.asarray(u, np.float64)), axis=0
-        )
-        error = np.abs(np.asarray(a, np.float64) - np.asarray(e, np.float64))
-        bound = atol + rtol * scale
-        worst = np.unravel_index(np.argmax(error - bound), error.shape)
-        assert np.all(error <= bound), (
-            f"params at {jax.tree_util.keystr(path)} differ by {error[worst]:.3g} at "
-            f"(step, index) {worst}, more than the bound {bound[worst]:.3g}"
-        )
-
-
-def _assert_dtypes(tree: Any, dtype: Any, what: str) -> None:
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        assert leaf.dtype == jnp.dtype(dtype), f"{what} at {jax.tree_util.keystr(path)}"
-
-
 def check_against_optax(
     gradtx_tx: Any,
     optax_tx: Any,
@@ -250,7 +229,7 @@ def check_against_optax(
     run = run_jitted(gradtx_tx, optax_tx, dtype, steps=steps, with_value=with_value)
 
     for label, tree in [("updates", run.gradtx_updates), ("params", run.gradtx_params)]:
-        _assert_dtypes(tree, dtype, label)
+        assert_dtypes(tree, dtype, label)
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
             assert np.all(np.isfinite(np.asarray(leaf, np.float64))), (
                 f"{label} at {jax.tree_util.keystr(path)} are not finite"

@@ -106,3 +106,39 @@ def computed_in_float32(optax_tx: Any) -> Any:
         return optax_tx.update(wide(updates), wide(state), wide(params), **extra_args)
 
     return optax.GradientTransformationExtraArgs(optax_tx.init, update)
+
+
+def assert_params_close(
+    actual: Any, expected: Any, expected_updates: Any, *, rtol: float, atol: float
+) -> None:
+    """Compares the params of every step, allowing rounding that accumulates.
+
+    The params after step t are a sum of t updates, so their rounding errors
+    add up: the bound is ``atol + rtol * (|p_0| + sum of |u_s| for s <= t)``,
+    with ``p_0`` recovered from the expected params and updates of step 0. A
+    param that wanders through zero is thereby not held to a relative
+    tolerance it cannot meet.
+    """
+    initial = jax.tree.map(lambda p, u: p[0] - u[0], expected, expected_updates)
+    for (path, a), e, u, start in zip(
+        jax.tree_util.tree_flatten_with_path(actual)[0],
+        jax.tree.leaves(expected),
+        jax.tree.leaves(expected_updates),
+        jax.tree.leaves(initial),
+    ):
+        scale = np.abs(np.asarray(start, np.float64)) + np.cumsum(
+            np.abs(np.asarray(u, np.float64)), axis=0
+        )
+        error = np.abs(np.asarray(a, np.float64) - np.asarray(e, np.float64))
+        bound = atol + rtol * scale
+        worst = np.unravel_index(np.argmax(error - bound), error.shape)
+        assert np.all(error <= bound), (
+            f"params at {jax.tree_util.keystr(path)} differ by {error[worst]:.3g} at "
+            f"(step, index) {worst}, more than the bound {bound[worst]:.3g}"
+        )
+
+
+def assert_dtypes(tree: Any, dtype: Any, what: str = "leaf") -> None:
+    """Every leaf of ``tree`` has ``dtype``; a failure names the key path."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        assert leaf.dtype == jnp.dtype(dtype), f"{what} at {jax.tree_util.keystr(path)}"

@@ -9,7 +9,6 @@ from catalogue_parity import (
     DTYPES,
     PARAMS_TOLERANCES,
     TOLERANCES,
-    assert_params_close,
     check_against_optax,
     dtype_id,
     optax_hyper,
@@ -17,7 +16,7 @@ from catalogue_parity import (
     run_jitted,
 )
 from optax.contrib import _muon as optax_muon
-from parity_checks import assert_same_layout, assert_trees_close
+from parity_checks import assert_params_close, assert_same_layout, assert_trees_close
 
 import gradtx
 from gradtx.config import ConfigError
