@@ -6,7 +6,7 @@ exactly those of the chain returned by :meth:`Alias.expand`.
 """
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 
@@ -27,9 +27,39 @@ from gradtx.transforms.momentum import trace
 from gradtx.transforms.scale import identity, scale_by_learning_rate
 from gradtx.transforms.weight_decay import add_decayed_weights
 
+ClassT = TypeVar("ClassT", bound=type)
+
+NON_FINITE_NOTE = """
+
+    Non-finite gradients:
+      A NaN or infinite gradient is not skipped: it spreads into the state this
+      optimizer keeps (moments, momentum) and into the parameters, so every
+      later update is NaN as well. To skip such steps and keep the state as it
+      was, wrap the optimizer: ``gradtx.apply_if_finite(tx,
+      max_consecutive_errors=...)``, or ``gradtx.MultiSteps(tx, 1,
+      should_skip_update_fn=gradtx.skip_not_finite())``.
+    """
+
+
+def documents_non_finite(cls: ClassT) -> ClassT:
+    """Ends an optimizer's docstring with :data:`NON_FINITE_NOTE` (once)."""
+    if cls.__doc__ and "Non-finite gradients:" not in cls.__doc__:
+        cls.__doc__ = cls.__doc__.rstrip() + NON_FINITE_NOTE
+    return cls
+
 
 class Alias(Transformation):
-    """An optimizer defined as a chain; init and update delegate to it."""
+    """An optimizer defined as a chain; init and update delegate to it.
+
+    Every subclass's docstring ends with :data:`NON_FINITE_NOTE`, written here
+    once rather than in each optimizer.
+    """
+
+    needs_floating_leaves = False  # leaves integer leaves to its members' rules
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        documents_non_finite(cls)
 
     def expand(self) -> chain:
         """Returns the chain of transformations this optimizer stands for."""
@@ -109,7 +139,9 @@ class sgd(Alias):  # noqa: N801 - Optax's name
         checks.check_number("momentum", self.momentum, low=0.0)
         checks.check_number("weight_decay", self.weight_decay, low=0.0)
         object.__setattr__(
-            self, "accumulator_dtype", numerics.canonical_dtype(self.accumulator_dtype)
+            self,
+            "accumulator_dtype",
+            numerics.canonical_dtype(self.accumulator_dtype, "accumulator_dtype"),
         )
         object.__setattr__(self, "has_weight_decay", not _is_python_zero(self.weight_decay))
 
@@ -147,7 +179,7 @@ class _AdamFamily(Alias):
     mu_dtype: str | None = static_field(default=None)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype, "mu_dtype"))
         self.expand()  # validates every argument with its own name
 
 

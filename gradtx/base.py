@@ -8,6 +8,7 @@ options (dtypes, booleans, masks) are static and live in the tree definition.
 
 import dataclasses
 import sys
+import typing
 from collections.abc import Callable, Mapping
 from typing import (
     TYPE_CHECKING,
@@ -23,6 +24,8 @@ from typing import (
 import jax
 import numpy as np
 
+from gradtx import checks
+
 PyTree = Any
 Params = PyTree
 Updates = PyTree
@@ -30,6 +33,8 @@ OptState = PyTree
 
 _STATIC = "gradtx_static"
 _SHOWN = "gradtx_shown"
+_SCALAR = "gradtx_scalar"
+_FINITE = "gradtx_finite"
 
 ValueT = TypeVar("ValueT", bound="Value")
 
@@ -39,21 +44,35 @@ class EmptyState(NamedTuple):
 
 
 def hyperparameter(
-    default: Any = dataclasses.MISSING, *, shown: bool | None = None, kw_only: bool = False
+    default: Any = dataclasses.MISSING,
+    *,
+    shown: bool | None = None,
+    kw_only: bool = False,
+    scalar: bool = True,
+    finite: bool = True,
 ) -> Any:
     """Declares a numeric hyperparameter: a pytree leaf (or a nested schedule).
+
+    Every value class checks its hyperparameters when built: a concrete value
+    must be a number (not a boolean, a string or ``None``, unless the default is
+    ``None``), not NaN, 0-d when ``scalar`` and finite when ``finite``.
 
     Args:
       default: the default value, if any.
       shown: whether ``repr`` always prints the field. By default a field is
         printed when it has no default or its value differs from the default.
       kw_only: whether the field is keyword-only in the constructor.
+      scalar: whether a concrete value must be 0-d (False for a sequence such
+        as a schedule's boundaries).
+      finite: whether infinity is refused (False where it means "no limit").
 
     Returns:
       A ``dataclasses.field``.
     """
     return dataclasses.field(
-        default=default, kw_only=kw_only, metadata={_STATIC: False, _SHOWN: shown}
+        default=default,
+        kw_only=kw_only,
+        metadata={_STATIC: False, _SHOWN: shown, _SCALAR: scalar, _FINITE: finite},
     )
 
 
@@ -193,6 +212,7 @@ def value_class(cls: type[ValueT] | None = None, *, pytree: bool = True) -> Any:
     """
     if cls is None:
         return lambda later: value_class(later, pytree=pytree)
+    cls.__post_init__ = _checking_hyperparameters(getattr(cls, "__post_init__", None))  # type: ignore[attr-defined]
     cls = dataclasses.dataclass(frozen=True, repr=False, eq=False)(cls)
     if not pytree:
         return cls
@@ -231,6 +251,62 @@ def value_class(cls: type[ValueT] | None = None, *, pytree: bool = True) -> Any:
     if "update" in vars(cls) and cls.__module__.startswith("gradtx."):
         cls.update = _compiled_when_eager(vars(cls)["update"])  # type: ignore[attr-defined]
     return cls
+
+
+def _checking_hyperparameters(post_init: Callable[[Any], None] | None) -> Callable[[Any], None]:
+    """``__post_init__`` that runs the class's own, then checks every hyperparameter.
+
+    The class's own checks run first: they give the range (``b1 must be in [0,
+    1)``) and normalise values; the common checks catch what they let through
+    (None, booleans, lists, arrays, infinity).
+    """
+    post_init = getattr(post_init, "__wrapped__", post_init)  # a parent's, already wrapped
+
+    def post_init_then_check(self: Any) -> None:
+        if post_init is not None:
+            post_init(self)
+        for field in dataclasses.fields(self):
+            if field.metadata.get(_STATIC, True) or not field.init:
+                continue
+            checks.check_hyperparameter(
+                field.name,
+                getattr(self, field.name),
+                scalar=field.metadata.get(_SCALAR, True),
+                finite=field.metadata.get(_FINITE, True),
+            )
+
+    post_init_then_check.__wrapped__ = post_init  # type: ignore[attr-defined]
+    return post_init_then_check
+
+
+def check_ready(value: "Value") -> None:
+    """Raises ValueError if a hyperparameter of ``value`` (or of a schedule it holds) is
+    None where a number is needed, or is an array (see
+    :func:`gradtx.checks.check_hyperparameter_ready`).
+
+    Transformations it holds are not looked at: their own ``update`` checks them.
+    """
+    for field in dataclasses.fields(value):
+        if field.metadata.get(_STATIC, True) or not field.init:
+            continue
+        member = getattr(value, field.name)
+        if isinstance(member, Value) and not isinstance(member, Transformation):
+            check_ready(member)
+            continue
+        checks.check_hyperparameter_ready(
+            f"{type(value).__name__}.{field.name}",
+            member,
+            optional=none_allowed(field),
+            scalar=field.metadata.get(_SCALAR, True),
+        )
+
+
+def none_allowed(field: dataclasses.Field[Any]) -> bool:
+    """Whether ``None`` has a meaning for a field: a static one, or a hyperparameter
+    whose default is None or whose annotation is ``X | None``."""
+    if field.metadata.get(_STATIC, True):
+        return True
+    return field.default is None or type(None) in typing.get_args(field.type)
 
 
 def _runs_user_code(value: Any) -> bool:
@@ -279,6 +355,9 @@ def _compiled_when_eager(update: Callable[..., Any]) -> Callable[..., Any]:
         )
         # jax.config's options are attributes set at run time, unknown to mypy.
         jit_disabled = bool(getattr(jax.config, "jax_disable_jit"))  # noqa: B009
+        check_ready(self)
+        if type(self).needs_floating_leaves:
+            checks.check_floating_leaves(type(self).__name__, updates, params)
         if not concrete or jit_disabled or _runs_user_code(self):
             return update(self, updates, state, params, **extra_args)
         try:
@@ -296,6 +375,11 @@ def _compiled_when_eager(update: Callable[..., Any]) -> Callable[..., Any]:
 
 class Transformation(Value):
     """Base of every gradtx gradient transformation (the Optax contract)."""
+
+    # Whether a built-in rule refuses integer and boolean gradients and params
+    # (they would be truncated when applied). Combinators and aliases leave the
+    # check to the rules they hold, so a masked-out integer leaf is allowed.
+    needs_floating_leaves: ClassVar[bool] = True
 
     def init(self, params: Params) -> OptState:
         """Returns the initial optimizer state for ``params``.

@@ -1,26 +1,19 @@
 """Checkpoints: parameters, optimizer state and optimizer config in one safe file.
 
-The file is a short binary header followed by a MessagePack payload::
-
-    magic b"GRADTXCK" | format version (uint32) | payload length (uint64)
-    | SHA-256 of the payload (32 bytes) | payload
-
 The payload holds the step, the optimizer's config (:func:`gradtx.config.to_config`,
 as JSON text), its ``repr`` and every array as ``(key path, dtype name, shape, raw
-bytes)``. Nothing is pickled, so loading a file runs no code. Restoring checks the
-checksum, the optimizer config and the tree of every array against what the caller
-expects, and raises :class:`CheckpointError` on the first difference instead of
-mixing a checkpoint into the wrong run.
+bytes)``. Restoring checks the optimizer config and the tree of every array
+against what the caller expects, and raises :class:`CheckpointError` on the first
+difference instead of mixing a checkpoint into the wrong run. The file around the
+payload (header, checksum, bounded decoding, atomic writes and the cleanup of
+temporary files killed saves left) is :mod:`gradtx.checkpoint_files`.
 """
 
-import hashlib
 import json
 import math
 import os
 import pathlib
-import struct
-import tempfile
-from collections.abc import Mapping
+import re
 from typing import Any, NamedTuple
 
 import jax
@@ -29,23 +22,25 @@ import msgpack
 import numpy as np
 
 from gradtx.base import OptState, Params, Transformation
+from gradtx.checkpoint_files import (
+    CheckpointError,
+    check_structure,
+    header,
+    read_framed,
+    write_atomically,
+)
+from gradtx.checks import capped, capped_repr
 from gradtx.config import to_config
 
 PathLike = str | os.PathLike[str]
 
-_MAGIC = b"GRADTXCK"
-_FORMAT_VERSION = 1
-_HEADER = struct.Struct("<8sIQ32s")  # magic, format version, payload length, SHA-256
-
-
-class CheckpointError(ValueError):
-    """A checkpoint (or state dict) cannot be restored into the given run.
-
-    Raised for a file that is not a gradtx checkpoint, is truncated or corrupted,
-    was saved with a different optimizer config, or holds a different tree of
-    arrays than the run expects. The message names the file (or the state
-    dict) and the first difference.
-    """
+_FIELDS = {"step": int, "config": str, "tx": str, "params": list, "state": list}
+_MAX_STEP = 2**63 - 1  # int64, the widest count JAX holds; MessagePack stops at 2**64
+_MAX_NDIM = 64  # NumPy's limit
+# The canonical names (``dtype.name``) of numeric dtypes, ml_dtypes' included.
+_DTYPE_NAME = re.compile(
+    r"bool|u?int[0-9]{1,3}|b?float[0-9]{1,3}(_[a-z0-9]{1,16})?|b?complex[0-9]{1,3}"
+)
 
 
 class Checkpoint(NamedTuple):
@@ -74,12 +69,15 @@ def save_checkpoint(
 
     The write is atomic: the data goes to a temporary file in the same
     directory, is flushed and fsynced, then renamed over ``path``. If saving
-    fails or the process dies midway, the previous file at ``path`` is intact.
+    fails or the process dies midway, the previous file at ``path`` is intact;
+    the next save to the directory deletes the temporary file a killed save
+    left (see :mod:`gradtx.checkpoint_files` for which files it deletes).
 
     Args:
       path: the file to write; its directory must exist.
       params: the parameter pytree.
-      state: the optimizer state for ``params`` (from ``tx.init`` / ``tx.update``).
+      state: the optimizer state for ``params`` (from ``tx.init`` / ``tx.update``);
+        its key paths, shapes and dtypes must be those of ``tx.init(params)``.
       tx: the optimizer; its config is stored so restoring can check it.
       step: the training step to record, >= 0.
 
@@ -87,8 +85,10 @@ def save_checkpoint(
       The path written, as a ``pathlib.Path``.
 
     Raises:
-      ValueError: if ``step`` is negative or not an integer.
+      ValueError: if ``step`` is negative, not an integer or 2**63 or more.
       TypeError: if a leaf is not a numeric array or a number.
+      CheckpointError: if ``state`` is not a state of ``tx`` for ``params``
+        (naming the first differing key path); nothing is written then.
       gradtx.config.ConfigError: if ``tx`` cannot be written to a config (a
         lambda mask or schedule; the message says what to use instead).
 
@@ -102,20 +102,49 @@ def save_checkpoint(
       10
     """
     step = check_step(step)
+    path = pathlib.Path(path)
+    config = json.dumps(to_config(tx), sort_keys=True)
+    params_leaves, state_leaves = host_leaves(params), host_leaves(state)
+    _check_state_fits(state_leaves, tx, params, path)
     payload = msgpack.packb(
         {
             "step": step,
-            "config": json.dumps(to_config(tx), sort_keys=True),
+            "config": config,
             "tx": repr(tx),
-            "params": _encode_tree(params),
-            "state": _encode_tree(state),
+            "params": _encode(params_leaves),
+            "state": _encode(state_leaves),
         },
         use_bin_type=True,
     )
-    header = _HEADER.pack(_MAGIC, _FORMAT_VERSION, len(payload), hashlib.sha256(payload).digest())
-    path = pathlib.Path(path)
-    _write_atomically(path, header, payload)
+    write_atomically(path, header(payload), payload)
     return path
+
+
+def _check_state_fits(
+    state_leaves: list[tuple[str, np.ndarray]],
+    tx: Transformation,
+    params: Params,
+    path: pathlib.Path,
+) -> None:
+    """Refuses to save a state that restoring with ``tx`` and ``params`` would refuse.
+
+    The same check as restoring (key paths, shapes and dtypes against
+    ``tx.init``), so a state that saves also restores; weak types do not count.
+    """
+    expected = f"{capped(repr(tx))}.init(params)"
+    try:
+        fit_leaves(
+            state_leaves,
+            jax.eval_shape(tx.init, params),
+            name="state",
+            source="the state",
+            target=expected,
+        )
+    except ValueError as error:
+        raise CheckpointError(
+            f"cannot save {path}: the state does not belong to the given tx and params: "
+            f"{error}. Pass the state that tx.init(params) and tx.update return"
+        ) from None
 
 
 def restore_checkpoint(path: PathLike, *, tx: Transformation, params_like: Params) -> Checkpoint:
@@ -136,7 +165,8 @@ def restore_checkpoint(path: PathLike, *, tx: Transformation, params_like: Param
       CheckpointError: if the file is not a gradtx checkpoint, is truncated or
         corrupted, was saved with another optimizer config (naming the first
         differing field), or its arrays do not fit ``params_like`` (naming the
-        key path).
+        key path). Any file, crafted ones with a valid checksum included, gives
+        this error or a checkpoint, never another exception.
       FileNotFoundError: if ``path`` does not exist.
 
     Example:
@@ -145,10 +175,10 @@ def restore_checkpoint(path: PathLike, *, tx: Transformation, params_like: Param
     path = pathlib.Path(path)
     payload = _read_payload(path)
     try:
-        config = json.loads(payload["config"])
+        config = _parse_config(payload["config"])
         check_config(config, tx, source="the checkpoint", saved_tx=payload["tx"])
         params = fit_leaves(
-            _decode_leaves(payload["params"]),
+            _decode_leaves(payload["params"], "params"),
             params_like,
             name="params",
             source="the checkpoint",
@@ -156,7 +186,7 @@ def restore_checkpoint(path: PathLike, *, tx: Transformation, params_like: Param
         )
         state_like = jax.eval_shape(tx.init, params_like)
         state = fit_leaves(
-            _decode_leaves(payload["state"]),
+            _decode_leaves(payload["state"], "state"),
             state_like,
             name="state",
             source="the checkpoint",
@@ -171,6 +201,15 @@ def restore_checkpoint(path: PathLike, *, tx: Transformation, params_like: Param
         step=step,
         config=config,
     )
+
+
+def _parse_config(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("its config is not JSON: it nests too deeply") from None
+    except ValueError as error:
+        raise ValueError(f"its config is not JSON ({capped(str(error))})") from None
 
 
 def check_config(stored: Any, tx: Transformation, *, source: str, saved_tx: str | None) -> None:
@@ -189,11 +228,13 @@ def check_config(stored: Any, tx: Transformation, *, source: str, saved_tx: str 
     difference = _first_difference(stored, given, "config")
     if difference is not None:
         where, saved_value, given_value = difference
-        saved = f"saved: {saved_tx}; " if saved_tx is not None else ""
+        saved = f"saved: {capped(saved_tx)}; " if saved_tx is not None else ""
         raise ValueError(
-            f"it was saved with a different optimizer: {where} is {saved_value!r} in {source} "
-            f"but {given_value!r} for the given tx ({saved}given: {tx!r}). Restore with the "
-            "optimizer it was saved with; change hyperparameters afterwards."
+            f"it was saved with a different optimizer: {capped(where)} is "
+            f"{capped_repr(saved_value)} in {source} but {capped_repr(given_value)} for the "
+            f"given tx ({saved}given: "
+            f"{capped(repr(tx))}). Restore with the optimizer it was saved with; change "
+            "hyperparameters afterwards."
         )
 
 
@@ -245,13 +286,19 @@ def fit_leaves(
     like_leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
     like_paths = [jax.tree_util.keystr(path) for path, _ in like_leaves]
     by_path = dict(leaves)
+    if len(by_path) != len(leaves):
+        seen: set[str] = set()
+        for path, _ in leaves:
+            if path in seen:
+                raise ValueError(f"{name}{capped(path)} appears twice in {source}")
+            seen.add(path)
     for path in like_paths:
         if path not in by_path:
             raise ValueError(f"{name}{path} is in {target} but missing from {source}")
     expected = set(like_paths)
     for path in by_path:
         if path not in expected:
-            raise ValueError(f"{name}{path} is in {source} but not in {target}")
+            raise ValueError(f"{name}{capped(path)} is in {source} but not in {target}")
     arrays = [by_path[path] for path in like_paths]
     for path, array, (_, like_leaf) in zip(like_paths, arrays, like_leaves):
         like_shape = tuple(like_leaf.shape) if hasattr(like_leaf, "shape") else np.shape(like_leaf)
@@ -304,38 +351,65 @@ def _is_numeric(dtype: np.dtype) -> bool:
     return bool(jnp.issubdtype(dtype, jnp.number)) or dtype == np.bool_
 
 
-def _encode_tree(tree: Any) -> list[list[Any]]:
-    return [
-        [path, array.dtype.name, list(array.shape), array.tobytes()]
-        for path, array in host_leaves(tree)
-    ]
+def _encode(leaves: list[tuple[str, np.ndarray]]) -> list[list[Any]]:
+    return [[path, array.dtype.name, list(array.shape), array.tobytes()] for path, array in leaves]
 
 
-def _decode_leaves(entries: Any) -> list[tuple[str, np.ndarray]]:
+def _decode_leaves(entries: list[Any], name: str) -> list[tuple[str, np.ndarray]]:
+    """The ``(key path, array)`` pairs of the payload's ``name`` field, checked.
+
+    Raises:
+      ValueError: naming the first malformed entry and what is wrong with it.
+    """
     leaves = []
     for entry in entries:
         if not (
-            isinstance(entry, list)
-            and len(entry) == 4
-            and [type(item) for item in entry] == [str, str, list, bytes]
-            and all(isinstance(size, int) and size >= 0 for size in entry[2])
+            isinstance(entry, list) and [type(item) for item in entry] == [str, str, list, bytes]
         ):
-            raise ValueError(f"malformed array entry {entry!r:.80}")
-        path, dtype_name, shape, raw = entry
-        try:
-            dtype = jnp.dtype(dtype_name)
-        except TypeError:
-            raise ValueError(f"{path} has unknown dtype {dtype_name!r}") from None
-        if not _is_numeric(dtype):
-            raise ValueError(f"{path} has unsupported dtype {dtype_name!r}")
-        shape = tuple(shape)
-        if len(raw) != math.prod(shape) * dtype.itemsize:
             raise ValueError(
-                f"{path} holds {len(raw)} bytes, not the {math.prod(shape) * dtype.itemsize} "
-                f"of a {dtype_name}{list(shape)} array"
+                f"malformed array entry {capped_repr(entry)} in {name}: not a "
+                "[key path, dtype name, shape, bytes] list"
             )
-        leaves.append((path, np.frombuffer(raw, dtype=dtype).reshape(shape)))
+        path, dtype_name, shape, raw = entry
+        where = f"{name}{capped(path)}"
+        dtype = _numeric_dtype(dtype_name, where)
+        if len(shape) > _MAX_NDIM or not all(type(size) is int and size >= 0 for size in shape):
+            raise ValueError(
+                f"malformed array entry {where}: its shape {capped_repr(shape)} is not a list "
+                f"of at most {_MAX_NDIM} non-negative integers"
+            )
+        size = math.prod(shape) * dtype.itemsize
+        if len(raw) != size:
+            raise ValueError(
+                f"{where} holds {len(raw)} bytes, not the {size} of a {dtype_name}"
+                f"{capped_repr(shape)} array"
+            )
+        try:
+            array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+        except ValueError as error:  # a zero size next to sizes NumPy cannot index
+            raise ValueError(f"{where} has shape {capped_repr(shape)}: {error}") from None
+        leaves.append((path, array))
     return leaves
+
+
+def _numeric_dtype(dtype_name: str, where: str) -> np.dtype:
+    # Only canonical numeric names reach NumPy: it parses other strings as
+    # record layouts, and warns about some aliases.
+    try:
+        dtype = jnp.dtype(dtype_name) if _DTYPE_NAME.fullmatch(dtype_name) else None
+    except TypeError:
+        dtype = None
+    if dtype is not None and dtype.name == dtype_name and _is_numeric(dtype):
+        return dtype
+    if dtype is not None or dtype_name in np.sctypeDict:
+        raise ValueError(
+            f"{where} has unsupported dtype {capped_repr(dtype_name)}: checkpoints hold numeric "
+            "arrays only"
+        )
+    raise ValueError(
+        f"{where} has unknown dtype {capped_repr(dtype_name)} (checkpoints name dtypes as NumPy's "
+        "dtype.name does: 'float32', 'bfloat16', ...)"
+    )
 
 
 def _place(tree: Any, like: Any) -> Any:
@@ -357,78 +431,43 @@ def _place(tree: Any, like: Any) -> Any:
 
 
 def check_step(step: Any) -> int:
-    """``step`` as an int; raises ValueError unless it is a non-negative integer."""
+    """``step`` as an int; raises ValueError unless it is an integer in [0, 2**63)."""
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise ValueError(f"step must be a non-negative integer, got {step!r}")
+        raise ValueError(f"step must be a non-negative integer, got {capped_repr(step)}")
+    if step > _MAX_STEP:
+        raise ValueError(f"step must be below 2**63 (a 64-bit integer), got {capped_repr(step)}")
     return int(step)
 
 
 def _read_payload(path: pathlib.Path) -> dict[str, Any]:
-    data = path.read_bytes()
-    if len(data) < _HEADER.size:
-        if data and not _MAGIC.startswith(data[: len(_MAGIC)]):
-            raise CheckpointError(f"{path} is not a gradtx checkpoint (unknown header)")
-        raise CheckpointError(
-            f"{path} is truncated: {len(data)} bytes, shorter than the {_HEADER.size}-byte header"
-        )
-    magic, version, length, digest = _HEADER.unpack_from(data)
-    if magic != _MAGIC:
-        raise CheckpointError(f"{path} is not a gradtx checkpoint (unknown header)")
-    if version != _FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format version {version}; this gradtx reads "
-            f"version {_FORMAT_VERSION}"
-        )
-    payload = data[_HEADER.size :]
-    if len(payload) < length:
-        raise CheckpointError(
-            f"{path} is truncated: the header announces {length} payload bytes, "
-            f"the file holds {len(payload)}"
-        )
-    if len(payload) > length:
-        raise CheckpointError(
-            f"{path} is corrupted: {len(payload) - length} unexpected bytes after the payload"
-        )
-    if hashlib.sha256(payload).digest() != digest:
-        raise CheckpointError(
-            f"{path} is corrupted: the SHA-256 checksum of its payload does not match its header"
-        )
+    with path.open("rb") as file:
+        payload = read_framed(file, path)
     try:
+        check_structure(payload)
         content = msgpack.unpackb(payload, raw=False)
     except (ValueError, msgpack.UnpackException) as error:
         raise CheckpointError(
-            f"{path} is corrupted: its payload cannot be decoded ({error})"
+            f"{path} is corrupted: its payload cannot be decoded ({capped(str(error))})"
         ) from None
-    expected = {"step": int, "config": str, "tx": str, "params": list, "state": list}
-    if not isinstance(content, Mapping) or any(
-        not isinstance(content.get(key), kind) for key, kind in expected.items()
-    ):
-        raise CheckpointError(f"{path} is corrupted: its payload lacks the checkpoint fields")
-    return dict(content)
-
-
-def _write_atomically(path: pathlib.Path, *chunks: bytes) -> None:
-    directory = path.parent
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            for chunk in chunks:
-                file.write(chunk)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: pathlib.Path) -> None:
-    """Makes the rename durable (POSIX); a no-op where directories cannot be opened."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    if not isinstance(content, dict):
+        raise CheckpointError(
+            f"{path} is corrupted: its payload is {type(content).__name__}, not a map of the "
+            "checkpoint fields"
+        )
+    missing = [key for key in _FIELDS if key not in content]
+    if missing:
+        raise CheckpointError(
+            f"{path} is corrupted: its payload lacks the checkpoint fields {capped_repr(missing)}"
+        )
+    extra = [key for key in content if key not in _FIELDS]
+    if extra:
+        raise CheckpointError(
+            f"{path} is corrupted: its payload has unknown fields {capped_repr(extra)}"
+        )
+    for key, kind in _FIELDS.items():
+        if not isinstance(content[key], kind):
+            raise CheckpointError(
+                f"{path} is corrupted: its {key!r} field is {type(content[key]).__name__}, "
+                f"not {kind.__name__}"
+            )
+    return content

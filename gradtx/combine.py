@@ -35,6 +35,7 @@ class foreign(Transformation):  # noqa: N801
     transformation: Any = static_field()
     # Its update may have Python side effects: an eager call is not compiled.
     runs_user_code = True
+    needs_floating_leaves = False  # the user's code decides what it accepts
 
     def __post_init__(self) -> None:
         if not _is_transformation(self.transformation):
@@ -134,6 +135,8 @@ class chain(Transformation):  # noqa: N801 - Optax's name
       >>> gradtx.chain(gradtx.trace(decay=0.9), gradtx.scale_by_learning_rate(0.1))
       chain(trace(decay=0.9), scale_by_learning_rate(learning_rate=0.1))
     """
+
+    needs_floating_leaves = False  # leaves integer leaves to its members' rules
 
     transforms: tuple[Transformation, ...] = dataclasses.field(default=())
 
@@ -301,6 +304,8 @@ class named_chain(Transformation):  # noqa: N801 - Optax's name
       >>> state["momentum"]
       TraceState(trace=Array([0., 0.], dtype=float32))
     """
+
+    needs_floating_leaves = False  # leaves integer leaves to its members' rules
 
     transforms: NamedTransforms = dataclasses.field(default=NamedTransforms())
 

@@ -16,6 +16,16 @@ Tuples are written as lists; arrays (and NumPy or JAX scalars) as
 their dtype; a mask given as a tree of booleans as that tree (nested dicts).
 :func:`from_config` builds only names found in :mod:`gradtx.registry`: it
 never imports a module, evaluates a string or unpickles.
+
+Reading a config is bounded, so a small hostile input cannot exhaust the
+stack, the memory or the screen: a config nests at most :data:`MAX_DEPTH`
+levels of mappings and lists and holds at most :data:`MAX_VALUES` values
+(an array counts its elements), an override is at most
+:data:`MAX_OVERRIDE_LENGTH` characters (the bounds and the array checks are
+:mod:`gradtx.config_limits`), and an error message shows at most about 200
+characters of any value it quotes (:func:`gradtx.checks.capped_repr`).
+Whatever data it is given, :func:`from_config` returns or raises
+:class:`ConfigError`.
 """
 
 import copy
@@ -31,9 +41,38 @@ import jax
 import numpy as np
 
 from gradtx import masks, registry
-from gradtx.base import Value
+from gradtx.base import Value, none_allowed
+from gradtx.checks import capped, capped_repr
+from gradtx.config_limits import (
+    ARRAY_KEYS,
+    MAX_DEPTH,
+    MAX_OVERRIDE_LENGTH,
+    MAX_VALUES,
+    ConfigError,
+    Path,
+    check_limits,
+    decode_array,
+    error_at,
+    format_path,
+)
 
-Path = tuple[str | int, ...]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_OVERRIDE_LENGTH",
+    "MAX_VALUES",
+    "ConfigError",
+    "apply_overrides",
+    "check_limits",
+    "format_path",
+    "from_config",
+    "parse_value",
+    "to_config",
+    "unknown_field_message",
+    "unknown_name_message",
+]
+
+_CLASS_MESSAGE_LIMIT = 500  # characters of a message a class raised, shown after the path
+_CLOSE_MATCH_LIMIT = 100  # longer names are not compared with difflib (quadratic)
 
 _MASK_HINT = (
     "make it serializable with gradtx.path_mask(include=..., exclude=...) (regular "
@@ -65,46 +104,6 @@ _HINTS = {
     "param_labels": _LABELS_HINT,
     "should_skip_update_fn": _SKIP_HINT,
 }
-_ARRAY_KEYS = frozenset({"array", "dtype"})
-
-
-class ConfigError(ValueError):
-    """A config that cannot be read, built or written, naming where and why.
-
-    The message starts with the place in the config, e.g.
-    ``transforms[1].b2: must be in [0, 1), got 1.5``, or with the file and line
-    for a file that does not parse.
-
-    Attributes:
-      path: the place in the config (``"transforms[1].b2"``; ``""`` for the top).
-    """
-
-    def __init__(self, message: str, path: str = "") -> None:
-        super().__init__(message)
-        self.path = path
-
-
-def format_path(path: Path) -> str:
-    """A config path as text: ``("transforms", 1, "b2")`` -> ``"transforms[1].b2"``.
-
-    Args:
-      path: field names and list indices from the top of the config.
-
-    Returns:
-      The path as text, ``""`` for the top level.
-    """
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else part
-    return text
-
-
-def _error(path: Path, problem: str) -> ConfigError:
-    location = format_path(path)
-    return ConfigError(f"{location or 'config'}: {problem}", path=location)
 
 
 def to_config(tx: Value) -> dict[str, Any]:
@@ -136,7 +135,9 @@ def to_config(tx: Value) -> dict[str, Any]:
       {'name': 'scale_by_learning_rate', 'learning_rate': 0.1, 'flip_sign': True}
     """
     if not isinstance(tx, Value):
-        raise TypeError(f"to_config expects a gradtx transformation or schedule, got {tx!r}")
+        raise TypeError(
+            f"to_config expects a gradtx transformation or schedule, got {capped_repr(tx)}"
+        )
     return _encode_value(tx, ())
 
 
@@ -148,7 +149,7 @@ def _encode_value(obj: Value, path: Path) -> dict[str, Any]:
             f"{cls.__module__}.{cls.__qualname__} is not registered; decorate the "
             "class with @gradtx.register so a config can name it"
         )
-        raise _error(path, f"cannot write {cls.__name__} to a config: {reason}")
+        raise error_at(path, f"cannot write {cls.__name__} to a config: {reason}")
     config: dict[str, Any] = {"name": name}
     for field in registry.config_fields(cls):
         config[field.name] = _encode(getattr(obj, field.name), path + (field.name,))
@@ -159,7 +160,7 @@ def _encode(value: Any, path: Path) -> Any:
     if isinstance(value, Value):
         return _encode_value(value, path)
     if isinstance(value, jax.core.Tracer):
-        raise _error(path, "is a traced value; call to_config outside jax.jit/vmap/grad")
+        raise error_at(path, "is a traced value; call to_config outside jax.jit/vmap/grad")
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         array = np.asarray(value)
         return {"array": array.tolist(), "dtype": array.dtype.name}
@@ -173,17 +174,23 @@ def _encode(value: Any, path: Path) -> Any:
         return _encode_mapping(value, path)
     if callable(value):
         hint = _HINTS.get(str(path[-1]) if path else "", _CALLABLE_HINT)
-        raise _error(path, f"cannot write the Python callable {value!r} to a config; {hint}")
-    raise _error(path, f"cannot write a {type(value).__name__} ({value!r}) to a config")
+        raise error_at(
+            path, f"cannot write the Python callable {capped_repr(value)} to a config; {hint}"
+        )
+    raise error_at(
+        path, f"cannot write a {type(value).__name__} ({capped_repr(value)}) to a config"
+    )
 
 
 def _encode_mapping(mapping: Mapping[Any, Any], path: Path) -> dict[str, Any]:
     """A mapping of values (partition's transforms by label) as a JSON object."""
     for key in mapping:
         if not isinstance(key, str):
-            raise _error(path, f"can be written to a config only with string keys, got {key!r}")
-    if "name" in mapping or set(mapping) == _ARRAY_KEYS:
-        raise _error(
+            raise error_at(
+                path, f"can be written to a config only with string keys, got {capped_repr(key)}"
+            )
+    if "name" in mapping or set(mapping) == ARRAY_KEYS:
+        raise error_at(
             path,
             f"a mapping with the keys {sorted(mapping)} would read back as a config; "
             "rename its keys",
@@ -197,14 +204,14 @@ def _encode_mask_tree(tree: Any, path: Path) -> Any:
             return node
         if isinstance(node, dict) and all(isinstance(key, str) for key in node):
             return {key: encode(child, where + (key,)) for key, child in node.items()}
-        raise _error(
+        raise error_at(
             where,
             f"a mask tree can be written only as nested dicts of booleans, got "
             f"{type(node).__name__}; use gradtx.path_mask(include=..., exclude=...) instead",
         )
 
-    if isinstance(tree, dict) and ("name" in tree or set(tree) == _ARRAY_KEYS):
-        raise _error(
+    if isinstance(tree, dict) and ("name" in tree or set(tree) == ARRAY_KEYS):
+        raise error_at(
             path,
             f"a mask tree with the top-level keys {sorted(tree)} would read back as a "
             "config; use gradtx.path_mask(include=..., exclude=...) instead",
@@ -233,7 +240,9 @@ def from_config(config: Mapping[str, Any], overrides: Sequence[str] = ()) -> Any
       ConfigError: naming the path: an unknown name (listing the closest known
         names), an unknown or missing field (listing the valid ones), a value
         of the wrong type or out of range (e.g. ``transforms[1].b2: must be in
-        [0, 1), got 1.5``), or an override that names no field.
+        [0, 1), got 1.5``), an override that names no field, or data past
+        the limits (:data:`MAX_DEPTH`, :data:`MAX_VALUES`,
+        :data:`MAX_OVERRIDE_LENGTH`). Nothing else, whatever the data.
 
     Example:
       >>> import gradtx
@@ -241,9 +250,11 @@ def from_config(config: Mapping[str, Any], overrides: Sequence[str] = ()) -> Any
       adam(learning_rate=0.001, b1=0.9, b2=0.95, eps=1e-08)
     """
     if not isinstance(config, Mapping):
-        raise _error((), f"expected a mapping with a 'name' key, got {config!r}")
+        raise error_at((), f"expected a mapping with a 'name' key, got {capped_repr(config)}")
     if overrides:
-        config = apply_overrides(config, overrides)
+        config = apply_overrides(config, overrides)  # checks the limits before and after
+    else:
+        check_limits(config)
     return _decode_value(config, ())
 
 
@@ -251,51 +262,51 @@ def _decode(value: Any, path: Path) -> Any:
     if isinstance(value, Mapping):
         if "name" in value:
             return _decode_value(value, path)
-        if set(value) == _ARRAY_KEYS:
-            return _decode_array(value, path)
-        return {key: _decode(item, path + (str(key),)) for key, item in value.items()}
+        if set(value) == ARRAY_KEYS:
+            return decode_array(value, path)
+        for key in value:
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise error_at(
+                    path,
+                    "keys must be strings (or integers, as schedule boundaries), got "
+                    f"{capped_repr(key)} ({type(key).__name__})",
+                )
+        return {key: _decode(item, path + (_path_part(key),)) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return tuple(_decode(item, path + (position,)) for position, item in enumerate(value))
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise _error(
+    raise error_at(
         path,
         "a config holds only mappings, lists, numbers, booleans, strings and null, "
-        f"got {type(value).__name__} {value!r}",
+        f"got {type(value).__name__} {capped_repr(value)}",
     )
 
 
-def _decode_array(value: Mapping[str, Any], path: Path) -> np.ndarray:
-    try:
-        if not isinstance(value["dtype"], str):
-            raise TypeError
-        dtype = np.dtype(value["dtype"])
-    except TypeError as error:
-        raise _error(path + ("dtype",), f"unknown dtype {value['dtype']!r}") from error
-    if dtype.kind not in "biufc" and dtype.name != "bfloat16":
-        raise _error(path + ("dtype",), f"must be a numeric or boolean dtype, got {dtype.name!r}")
-    try:
-        return np.asarray(value["array"], dtype=dtype)
-    except (TypeError, ValueError) as error:
-        raise _error(path + ("array",), f"is not an array of {dtype.name}: {error}") from error
+def _path_part(key: str | int) -> str:
+    return key if isinstance(key, str) else capped_repr(key)  # str() fails past 4300 digits
 
 
 def _decode_value(config: Mapping[str, Any], path: Path) -> Value:
     name = config.get("name")
     if not isinstance(name, str):
-        raise _error(path, f"'name' must be a string naming a registered class, got {name!r}")
+        raise error_at(
+            path, f"'name' must be a string naming a registered class, got {capped_repr(name)}"
+        )
     cls = registry.lookup(name)
     if cls is None:
-        raise _error(path, unknown_name_message(name))
+        raise error_at(path, unknown_name_message(name))
     fields = {field.name: field for field in registry.config_fields(cls)}
     for key in config:
+        if not isinstance(key, str):
+            raise error_at(path, f"field names must be strings, got {capped_repr(key)}")
         if key != "name" and key not in fields:
-            raise _error(path, unknown_field_message(name, key, fields))
+            raise error_at(path, unknown_field_message(name, key, fields))
     missing = [
         field.name for field in fields.values() if field.name not in config and _is_required(field)
     ]
     if missing:
-        raise _error(path, f"{name} needs {', '.join(repr(m) for m in missing)}")
+        raise error_at(path, f"{name} needs {', '.join(repr(m) for m in missing)}")
     arguments = {}
     for key, raw in config.items():
         if key != "name":
@@ -304,7 +315,7 @@ def _decode_value(config: Mapping[str, Any], path: Path) -> Value:
     try:
         # By keyword, as dataclasses.replace does: chain takes transforms=... too.
         return cls(**arguments)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, ArithmeticError) as error:  # OverflowError for 10**400
         raise _located(error, name, path, fields) from error
 
 
@@ -313,17 +324,21 @@ def _is_required(field: dataclasses.Field) -> bool:
 
 
 def _check_simple_type(field: dataclasses.Field, value: Any, path: Path) -> None:
-    """Checks the structural options a class cannot check itself (``if nesterov:``)."""
+    """Checks what a class cannot check itself: structural options (``if nesterov:``), and
+    ``null`` for a number (in Python, None marks an unbatched field of a ``jax.vmap``
+    ``in_axes`` spec, so constructors accept it; a config has no such use)."""
+    if value is None and not none_allowed(field):
+        raise error_at(path, "must be a number, got null")
     annotation = _annotation_text(field.type)
     if annotation == "bool" and not isinstance(value, bool):
-        raise _error(path, f"must be true or false, got {value!r}")
+        raise error_at(path, f"must be true or false, got {capped_repr(value)}")
     if annotation.startswith("tuple[") and not isinstance(value, tuple):
-        raise _error(path, f"must be a list, got {value!r}")
+        raise error_at(path, f"must be a list, got {capped_repr(value)}")
     if annotation in ("str", "str | None") and not (
         isinstance(value, str) or (value is None and annotation == "str | None")
     ):
         or_null = " or null" if "None" in annotation else ""
-        raise _error(path, f"must be a string{or_null}, got {value!r}")
+        raise error_at(path, f"must be a string{or_null}, got {capped_repr(value)}")
 
 
 def _annotation_text(annotation: Any) -> str:
@@ -351,12 +366,13 @@ def _located(error: Exception, name: str, path: Path, fields: Mapping[str, Any])
     ``"b2 must be in [0, 1), got 1.5"`` raised at ``transforms[1]`` becomes
     ``"transforms[1].b2: must be in [0, 1), got 1.5"``.
     """
-    message = str(error)
+    # One line (an array's repr spans several), and short whatever value it quotes.
+    message = capped(re.sub(r" *\n\s*", " ", str(error)), _CLASS_MESSAGE_LIMIT)
     match = _LEADING_NAME.fullmatch(message)
     if match and match.group(1) in fields:
-        location = format_path(path + (match.group(1),)) + match.group(2)
+        location = capped(format_path(path + (match.group(1),)) + match.group(2))
         return ConfigError(f"{location}: {match.group(3)}", path=location)
-    return _error(path, f"{name}: {message}")
+    return error_at(path, f"{name}: {message}")
 
 
 def unknown_name_message(name: str) -> str:
@@ -369,11 +385,11 @@ def unknown_name_message(name: str) -> str:
       A message listing the closest registered names (or all of them).
     """
     known = registry.names()
-    closest = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    closest = _close_matches(name, known, 3)
     if closest:
-        return f"unknown name {name!r}; closest known names: {', '.join(closest)}"
+        return f"unknown name {capped_repr(name)}; closest known names: {', '.join(closest)}"
     return (
-        f"unknown name {name!r}; known names: {', '.join(known)} (register your own "
+        f"unknown name {capped_repr(name)}; known names: {', '.join(known)} (register your own "
         "class with @gradtx.register)"
     )
 
@@ -389,10 +405,16 @@ def unknown_field_message(name: str, key: str, fields: Mapping[str, Any]) -> str
     Returns:
       The message.
     """
-    closest = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+    closest = _close_matches(key, list(fields), 1)
     suggestion = f" (did you mean {closest[0]!r}?)" if closest else ""
     valid = ", ".join(fields) or "none"
-    return f"unknown field {key!r} for {name}{suggestion}; valid fields: {valid}"
+    return f"unknown field {capped_repr(key)} for {name}{suggestion}; valid fields: {valid}"
+
+
+def _close_matches(word: str, possibilities: Sequence[str], count: int) -> list[str]:
+    if len(word) > _CLOSE_MATCH_LIMIT:
+        return []
+    return difflib.get_close_matches(word, possibilities, n=count, cutoff=0.6)
 
 
 def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -407,40 +429,63 @@ def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str]) -> dict
       The new config.
 
     Raises:
-      ConfigError: if an override is not ``path=value`` or its path names no
-        field of the class at that place (listing the valid fields).
+      ConfigError: if an override is not a ``path=value`` string of at most
+        :data:`MAX_OVERRIDE_LENGTH` characters, its path names no field of
+        the class at that place (listing the valid fields), or the config
+        before or after is past the limits of :func:`check_limits`.
+      TypeError: if ``overrides`` is a single string rather than a list.
     """
-    result = copy.deepcopy(dict(config))
     if isinstance(overrides, str):
-        raise TypeError(f"overrides must be a list of 'path=value' strings, got {overrides!r}")
+        raise TypeError(
+            f"overrides must be a list of 'path=value' strings, got {capped_repr(overrides)}"
+        )
+    check_limits(config)  # before deepcopy, which recurses
+    result = copy.deepcopy(dict(config))
     for override in overrides:
+        if not isinstance(override, str):
+            raise error_at(
+                (), f"an override must be a 'path=value' string, got {capped_repr(override)}"
+            )
+        if len(override) > MAX_OVERRIDE_LENGTH:
+            raise error_at(
+                (),
+                f"override {capped_repr(override)} has {len(override):,} characters; "
+                f"the limit is {MAX_OVERRIDE_LENGTH:,}",
+            )
         path_text, equals, value_text = override.partition("=")
         parts = re.sub(r"\[(\d+)\]", r".\1", path_text.strip()).split(".")
         if not equals or not all(parts):
-            raise _error(
-                (), f"override {override!r} must look like path=value, e.g. learning_rate=3e-4"
+            raise error_at(
+                (),
+                f"override {capped_repr(override)} must look like path=value, "
+                "e.g. learning_rate=3e-4",
             )
-        _set(result, parts, parse_value(value_text.strip()), override)
+        _set(result, parts, parse_value(value_text.strip()), capped_repr(override))
+    check_limits(result)
     return result
 
 
 def _set(config: dict[str, Any], parts: list[str], value: Any, override: str) -> None:
+    """Sets ``value`` at ``parts``; ``override`` is the override, quoted for messages."""
     node: Any = config
     path: Path = ()
     for position, part in enumerate(parts):
         last = position == len(parts) - 1
         if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise _error(
+            index = _index(part)
+            if index is None or index >= len(node):
+                raise error_at(
                     path,
-                    f"override {override!r}: no entry {part!r} in this list of "
+                    f"override {override}: no entry {capped_repr(part)} in this list of "
                     f"{len(node)} (indices 0 to {len(node) - 1})",
                 )
-            key: Any = int(part)
+            key: Any = index
         elif isinstance(node, dict):
             key = _dict_key(node, part, path, override, last)
         else:
-            raise _error(path, f"override {override!r}: this is {node!r}, not a config with fields")
+            raise error_at(
+                path, f"override {override}: this is {capped_repr(node)}, not a config with fields"
+            )
         if last:
             node[key] = value
         else:
@@ -451,27 +496,35 @@ def _set(config: dict[str, Any], parts: list[str], value: Any, override: str) ->
 def _dict_key(node: dict[str, Any], part: str, path: Path, override: str, last: bool) -> Any:
     if part in node:
         return part
-    if part.isdigit() and int(part) in node:
-        return int(part)  # a YAML mapping with integer keys (piecewise boundaries)
+    index = _index(part)
+    if index is not None and index in node:
+        return index  # a YAML mapping with integer keys (piecewise boundaries)
     name = node.get("name")
     cls = registry.lookup(name) if isinstance(name, str) else None
     if cls is None:
-        raise _error(
+        raise error_at(
             path,
-            f"override {override!r}: no field {part!r} here; the fields are "
-            f"{', '.join(map(str, node)) or 'none'}",
+            f"override {override}: no field {capped_repr(part)} here; the fields are "
+            f"{capped(', '.join(map(_path_part, node))) or 'none'}",
         )
     fields = {field.name: field for field in registry.config_fields(cls)}
     if part not in fields:
         problem = unknown_field_message(node["name"], part, fields)
-        raise _error(path, f"override {override!r}: {problem}")
+        raise error_at(path, f"override {override}: {problem}")
     if not last:
-        raise _error(
+        raise error_at(
             path + (part,),
-            f"override {override!r}: {part!r} is not set in the config; set it whole, "
+            f"override {override}: {capped_repr(part)} is not set in the config; set it whole, "
             f'e.g. {part}={{"name": ...}}',
         )
     return part
+
+
+def _index(part: str) -> int | None:
+    """``part`` as a list index, if it is one (``int()`` refuses over 4300 digits)."""
+    if part.isascii() and part.isdigit() and len(part) <= 18:
+        return int(part)
+    return None
 
 
 def parse_value(text: str) -> Any:
@@ -483,6 +536,9 @@ def parse_value(text: str) -> Any:
 
     Returns:
       The number, boolean, None, list, dict or string.
+
+    Raises:
+      ConfigError: if the JSON nests too deep for the parser (thousands of levels).
     """
     lowered = text.lower()
     if lowered in ("true", "false"):
@@ -491,6 +547,8 @@ def parse_value(text: str) -> Any:
         return None
     try:
         return json.loads(text)
+    except RecursionError:
+        raise error_at((), f"the value {capped_repr(text)} nests too deep") from None
     except ValueError:
         pass
     try:

@@ -5,42 +5,138 @@ YAML is read by a subclass of ``yaml.SafeLoader``: tags such as
 Python objects. The one difference from ``yaml.safe_load`` is that ``1e-3``
 reads as a float (YAML 1.2, as in JSON); plain PyYAML reads it as a string.
 Duplicate keys are an error rather than the last one silently winning.
+
+A config is small, so reading one is bounded: a file may have at most
+:data:`MAX_FILE_BYTES` bytes (1 MiB) of UTF-8 text, and holds the data of
+:func:`gradtx.from_config`'s limits (:data:`gradtx.config_limits.MAX_DEPTH` levels,
+:data:`gradtx.config_limits.MAX_VALUES` values). YAML anchors and aliases
+(``&a`` / ``*a``, and so ``<<`` merge keys) are refused: they let a file of a
+few hundred bytes expand to billions of values (the "billion laughs"), and
+:func:`save_config` never writes them. A key must be a string (or an integer,
+as schedule boundaries): ``yes:`` or ``null:`` is refused rather than read as
+a boolean or None. Whatever a file holds, reading it returns or raises
+:class:`gradtx.ConfigError` (or OSError if it cannot be read).
 """
 
 import json
 import os
 import re
+import stat
 from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
 from gradtx.base import Value
-from gradtx.config import ConfigError, from_config, to_config
+from gradtx.checks import capped, capped_repr
+from gradtx.config import from_config, to_config
+from gradtx.config_limits import MAX_DEPTH, ConfigError, check_limits
 
+MAX_FILE_BYTES = 1 << 20
+"""The most bytes a config file may have (1 MiB; an optimizer's config has a few KB)."""
 _SUFFIXES = (".json", ".yaml", ".yml")
+_ALIAS_PROBLEM = (
+    "YAML anchors and aliases (&name / *name, and so << merge keys) are not supported "
+    "in gradtx configs; write the value out in full"
+)
+
+
+# What PyYAML's constructors let escape for a bad value, besides its own errors.
+_CONSTRUCTION_ERRORS = (ValueError, TypeError, ArithmeticError, LookupError, AttributeError)
+
+
+class _Unsupported(yaml.composer.ComposerError):
+    """Valid YAML that a gradtx config does not allow (an alias, too deep)."""
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that reads ``1e-3`` as a float and refuses duplicate keys."""
+    """``yaml.SafeLoader`` that reads ``1e-3`` as a float, refuses duplicate keys and aliases.
+
+    It also bounds the nesting while composing, so a deep document is refused
+    before the recursive composer can exhaust the stack.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Unsupported(None, None, _ALIAS_PROBLEM, event.start_mark)
+        if not isinstance(event, yaml.CollectionStartEvent):
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            raise _Unsupported(
+                None,
+                None,
+                f"nests deeper than {MAX_DEPTH} levels of mappings and lists",
+                event.start_mark,
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except _CONSTRUCTION_ERRORS as error:
+            # A value Python refuses: an integer of over 4300 digits, a date
+            # such as 2001-02-30, "!!bool maybe" (a KeyError in PyYAML).
+            what = capped_repr(node.value) if isinstance(node, yaml.ScalarNode) else node.id
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {what}: {capped(str(error))}", node.start_mark
+            ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):  # "!!set x": SafeLoader's own error
+            return super().construct_mapping(node, deep=deep)
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            _check_key_node(key_node, node)
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"the key {capped_repr(key_node.value)} reads as "
+                    f"{type(key).__name__}, but a key must be a string; quote it",
+                    key_node.start_mark,
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     "while reading a mapping",
                     node.start_mark,
-                    f"found the key {key!r} twice",
+                    f"found the key {capped_repr(key)} twice",
                     key_node.start_mark,
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
+def _check_key_node(key_node: yaml.Node, node: yaml.MappingNode) -> None:
+    if key_node.tag == "tag:yaml.org,2002:merge":
+        raise _Unsupported(None, None, _ALIAS_PROBLEM, key_node.start_mark)
+    if not isinstance(key_node, yaml.ScalarNode):
+        raise yaml.constructor.ConstructorError(
+            "while reading a mapping",
+            node.start_mark,
+            "a key must be a string, not a list or a mapping",
+            key_node.start_mark,
+        )
+
+
 class _ConfigDumper(yaml.SafeDumper):
-    """``yaml.SafeDumper`` that quotes strings :class:`_ConfigLoader` would read as floats."""
+    """``yaml.SafeDumper`` that quotes strings :class:`_ConfigLoader` would read as floats.
+
+    It never writes anchors and aliases (which the loader refuses): a value
+    that appears twice is written out twice.
+    """
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 # YAML 1.2 floats such as 1e-3 (YAML 1.1 needs a dot: 1.0e-3). The dumper gets
@@ -106,40 +202,80 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
       The config mapping.
 
     Raises:
-      ConfigError: if the file does not parse (naming the file, line and
-        column) or does not hold a mapping.
+      ConfigError: if the file is not a regular file of at most
+        :data:`MAX_FILE_BYTES` bytes of UTF-8 text, does not parse (naming
+        the file, line and column), uses YAML aliases, does not hold a
+        mapping, or holds more than :func:`gradtx.config_limits.check_limits` allows.
       ValueError: if the suffix is not one of the supported ones.
       OSError: if the file cannot be read.
     """
     suffix = _suffix(path)
-    with open(path, encoding="utf-8") as file:
-        text = file.read()
     name = os.fspath(path)
-    if suffix == ".json":
-        try:
-            config = json.loads(text, object_pairs_hook=_without_duplicates)
-        except json.JSONDecodeError as error:
-            raise ConfigError(
-                f"{name}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"
-            ) from None
-        except _DuplicateKeyError as error:
-            raise ConfigError(f"{name}: invalid JSON: {error}") from None
-    else:
-        try:
-            config = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader
-        except yaml.MarkedYAMLError as error:
-            mark = error.problem_mark or error.context_mark
-            where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-            problem = " ".join(filter(None, (error.context, error.problem)))
-            raise ConfigError(f"{where}: invalid YAML: {problem}") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{name}: invalid YAML: {error}") from None
+    text = _read_text(path, name)
+    config = _parse_json(text, name) if suffix == ".json" else _parse_yaml(text, name)
     if not isinstance(config, dict):
         raise ConfigError(
             f"{name}: expected a mapping with a 'name' key at the top level, "
             f"got {type(config).__name__}"
         )
+    try:
+        check_limits(config)
+    except ConfigError as error:
+        raise ConfigError(f"{name}: {error}", path=error.path) from None
     return config
+
+
+def _read_text(path: str | os.PathLike[str], name: str) -> str:
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block, /dev/zero never ends
+        raise ConfigError(f"{name}: not a regular file")
+    too_big = (
+        f"{name}: a config file may have at most {MAX_FILE_BYTES:,} bytes (1 MiB), this one has"
+    )
+    if info.st_size > MAX_FILE_BYTES:
+        raise ConfigError(f"{too_big} {info.st_size:,}")
+    with open(path, "rb") as file:
+        data = file.read(MAX_FILE_BYTES + 1)  # the file may have grown since stat
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{too_big} more")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{name}: not UTF-8 text: byte {error.start} is {data[error.start]:#04x}"
+        ) from None
+
+
+def _parse_json(text: str, name: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_without_duplicates)
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"{name}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"
+        ) from None
+    except RecursionError:  # json's parser recurses once per level
+        raise ConfigError(
+            f"{name}: nests deeper than {MAX_DEPTH} levels of mappings and lists"
+        ) from None
+    except ValueError as error:  # a duplicate key, or an integer of over 4300 digits
+        raise ConfigError(f"{name}: invalid JSON: {capped(str(error))}") from None
+
+
+def _parse_yaml(text: str, name: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        problem = capped(" ".join(filter(None, (error.context, error.problem))), 400)
+        if isinstance(error, _Unsupported):
+            raise ConfigError(f"{where}: {problem}") from None
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    except (yaml.YAMLError, *_CONSTRUCTION_ERRORS) as error:
+        # A ReaderError spans two lines; the others are raised by a tagged
+        # collection (!!set, !!omap) whose items are read after its node.
+        problem = " ".join(str(error).split())
+        raise ConfigError(f"{name}: invalid YAML: {capped(problem, 400)}") from None
 
 
 class _DuplicateKeyError(ValueError):
@@ -150,7 +286,7 @@ def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _DuplicateKeyError(f"found the key {key!r} twice in one object")
+            raise _DuplicateKeyError(f"found the key {capped_repr(key)} twice in one object")
         result[key] = value
     return result
 

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx import checks, trees
+
 
 def safe_increment(count: jax.Array) -> jax.Array:
     """Adds one to an integer step counter, saturating at its maximum.
@@ -109,11 +111,64 @@ def update_moment(g: jax.Array, moment: jax.Array, decay: Any, *, dtype: Any) ->
     return (1 - decay) * g.astype(dtype) + decay * moment.astype(dtype)
 
 
-def canonical_dtype(dtype: Any) -> str | None:
-    """A dtype given as a type, a NumPy dtype or a string, as its name (or None)."""
+def canonical_dtype(dtype: Any, name: str) -> str | None:
+    """A state dtype given as a type, a NumPy dtype or a string, as its name (or None).
+
+    A moment or accumulator holds a running average: stored in an integer type
+    it would be truncated to zero, so only floating and complex types are
+    accepted.
+
+    Args:
+      dtype: the dtype given, or None (the parameters' own).
+      name: the argument's name, for the message.
+
+    Returns:
+      The dtype's name, e.g. ``"bfloat16"``, or None.
+
+    Raises:
+      ValueError: if ``dtype`` is not a dtype, or is not floating or complex.
+    """
     if dtype is None:
         return None
-    return np.dtype(dtype).name
+    try:
+        resolved = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a floating dtype such as 'float32' or 'bfloat16', "
+            f"got {checks.capped_repr(dtype)}"
+        ) from None
+    if not jnp.issubdtype(resolved, jnp.inexact):
+        raise ValueError(
+            f"{name} must be a floating (or complex) dtype such as 'float32' or "
+            f"'bfloat16', got {resolved.name!r}: a moment stored in it would be "
+            "truncated"
+        )
+    return resolved.name
+
+
+def squared_moment_like(params: Any, dtype: str | None = None, fill: Any = 0.0) -> Any:
+    """A running average of squared gradients for ``params``, filled with ``fill``.
+
+    Stored in ``dtype`` if given, else in each parameter's dtype, except that
+    float16 parameters get float32: float16's smallest value is 6e-8, so the
+    square of any gradient below ~2e-4 (times ``1 - b2``, below ~8e-3) is
+    flushed to zero and the step is silently too large. bfloat16 has float32's
+    range and keeps its own dtype (as in Optax).
+
+    Args:
+      params: the parameter tree (None leaves stay None).
+      dtype: the storage dtype asked for (``nu_dtype``), or None.
+      fill: the initial value.
+
+    Returns:
+      A tree shaped like ``params``.
+    """
+
+    def like(p: jax.Array) -> jax.Array:
+        stored = dtype or (jnp.float32 if p.dtype == jnp.float16 else p.dtype)
+        return jnp.full_like(p, fill, dtype=stored)
+
+    return trees.leaf_map(like, params)
 
 
 def cast(x: jax.Array, dtype: str | None) -> jax.Array:

@@ -313,8 +313,9 @@ class Optimizer:
 
         Raises:
           CheckpointError: if a key is missing, the config differs from this
-            optimizer's (naming the field), or the params or state do not fit
-            this optimizer's (naming the key path).
+            optimizer's (naming the field), the params or state do not fit
+            this optimizer's (naming the key path) or hold a leaf that is not
+            a numeric array.
         """
         if isinstance(state_dict, checkpoint.Checkpoint):
             state_dict = state_dict._asdict()
@@ -343,7 +344,7 @@ class Optimizer:
                 target="the optimizer's state",
             )
             step = checkpoint.check_step(state_dict["step"])
-        except ValueError as error:
+        except (TypeError, ValueError) as error:  # TypeError: a leaf that is not an array
             raise checkpoint.CheckpointError(f"cannot load the state dict: {error}") from None
         # Device copies of host copies: donating them later cannot touch the caller's arrays.
         self._params = jax.tree.map(jnp.asarray, params)

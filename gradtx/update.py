@@ -25,6 +25,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
 
     Raises:
       ValueError: naming the first key path where the trees differ.
+      TypeError: naming the key path of an integer or boolean parameter given
+        a floating-point update, which the cast back would truncate.
 
     Example:
       >>> import gradtx, jax.numpy as jnp
@@ -33,10 +35,18 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """
     checks.check_trees_match(updates, params, tree_name="updates", reference_name="parameters")
 
-    def apply(p: Any, u: Any) -> Any:
+    def apply(path: Any, p: Any, u: Any) -> Any:
         if p is None or u is None:  # a frozen leaf (Flax, optax.set_to_zero)
             return p
         p = jnp.asarray(p)
+        if not checks.is_floating(p) and checks.is_floating(u):
+            raise TypeError(
+                f"the parameter at {jax.tree_util.keystr(path) or '<root>'} has dtype "
+                f"{p.dtype} but its update is {checks.leaf_dtype(u)}: adding it would "
+                "truncate the update (a small step to zero); leave integer leaves out "
+                "of the optimizer (gradtx.masked, gradtx.set_to_zero) or make them "
+                "floating point"
+            )
         return jnp.asarray(p + u).astype(p.dtype)
 
-    return jax.tree.map(apply, params, updates, is_leaf=trees.is_none)
+    return jax.tree_util.tree_map_with_path(apply, params, updates, is_leaf=trees.is_none)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import msgpack
 import numpy as np
 import pytest
+from checkpoint_scripts import WrappedFile, halfway_save
 
 import gradtx
 
@@ -293,18 +294,12 @@ def test_save_refuses_an_optimizer_that_has_no_config(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-class _FailingFile:
+class _FailingFile(WrappedFile):
     """Wraps a real file; the second write (the payload) fails halfway."""
 
     def __init__(self, file, fail):
-        self.file, self.fail, self.writes = file, fail, 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.file.close()
-        return False
+        super().__init__(file)
+        self.fail, self.writes = fail, 0
 
     def write(self, data):
         self.writes += 1
@@ -313,12 +308,6 @@ class _FailingFile:
             self.file.flush()
             self.fail()
         return self.file.write(data)
-
-    def flush(self):
-        self.file.flush()
-
-    def fileno(self):
-        return self.file.fileno()
 
 
 def test_a_failure_mid_write_keeps_the_previous_checkpoint_and_no_temporary_file(
@@ -342,38 +331,7 @@ def test_a_failure_mid_write_keeps_the_previous_checkpoint_and_no_temporary_file
     assert gradtx.restore_checkpoint(path, tx=TX, params_like=make_params()).step == 1
 
 
-CRASH_SCRIPT = """
-import os, sys
-import jax.numpy as jnp
-import gradtx
-
-real_fdopen = os.fdopen
-
-
-class Dying:
-    def __init__(self, file):
-        self.file, self.writes = file, 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return False
-
-    def write(self, data):
-        self.writes += 1
-        if self.writes == 2:  # halfway through the payload, the process dies
-            self.file.write(data[: len(data) // 2])
-            self.file.flush()
-            os._exit(17)
-        return self.file.write(data)
-
-
-os.fdopen = lambda fd, mode: Dying(real_fdopen(fd, mode))
-tx = gradtx.sgd(0.1)
-params = {"w": jnp.full(1000, 2.0)}
-gradtx.save_checkpoint(sys.argv[1], params, tx.init(params), tx, step=2)
-"""
+CRASH_SCRIPT = halfway_save("os._exit(17)", size=1000)
 
 
 def test_a_process_killed_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):

@@ -35,6 +35,35 @@ def search_space(path: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]
     return jnp.exp, jnp.log
 
 
+def tunable_value(tx: Transformation, path: str) -> float:
+    """The starting value of the hyperparameter at ``path``, checked to be tunable.
+
+    Args:
+      tx: the optimizer.
+      path: dotted path of the hyperparameter.
+
+    Returns:
+      Its value as a float.
+
+    Raises:
+      ValueError: if ``path`` is not a hyperparameter of ``tx``, its value is
+        not a single number, or it is outside its search space ((0, 1) for
+        the hyperparameters in ``UNIT_INTERVAL``, else (0, inf)).
+    """
+    value = np.asarray(get_leaf(tx, path))
+    if value.ndim != 0 or not np.issubdtype(value.dtype, np.number):
+        raise ValueError(
+            f"{path} must be a single number to be tuned, got an array of shape "
+            f"{value.shape}, dtype {value.dtype}"
+        )
+    initial = float(value)
+    unit = path.split(".")[-1] in UNIT_INTERVAL
+    if not (0 < initial < 1 if unit else 0 < initial < np.inf):
+        interval = "(0, 1)" if unit else "(0, inf)"
+        raise ValueError(f"{path} must be in {interval} to be tuned, got {initial}")
+    return initial
+
+
 @dataclasses.dataclass(frozen=True)
 class TuneResult:
     """Outcome of :func:`tune_hyperparameter`.
@@ -119,15 +148,10 @@ def tune_hyperparameter(
       The learned value, its history, and the before/after validation losses.
 
     Raises:
-      ValueError: if ``path`` is not a hyperparameter of ``tx`` or its value
-        is outside its search space ((0, 1) or (0, inf)).
+      ValueError: as :func:`tunable_value`.
     """
-    initial = float(np.asarray(get_leaf(tx, path)))
+    initial = tunable_value(tx, path)
     to_value, from_value = search_space(path)
-    unit = path.split(".")[-1] in UNIT_INTERVAL
-    if not (0 < initial < 1 if unit else initial > 0):
-        interval = "(0, 1)" if unit else "(0, inf)"
-        raise ValueError(f"{path} must be in {interval} to be tuned, got {initial}")
     objective = unrolled_validation_loss(task, unroll)
 
     def meta_loss(position: jax.Array, keys: jax.Array) -> jax.Array:

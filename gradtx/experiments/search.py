@@ -18,6 +18,8 @@ import re
 
 import numpy as np
 
+from gradtx.checks import capped_repr
+
 GRID_FORM = "PATH=V1,V2,... (e.g. learning_rate=1e-4,3e-4,1e-3)"
 RANDOM_FORM = (
     "PATH=loguniform(LOW,HIGH), PATH=uniform(LOW,HIGH) or PATH=choice(V1,V2,...) "
@@ -60,10 +62,13 @@ def _number(text: str, expression: str, form: str) -> float:
         value = float(text)
     except ValueError:
         raise ValueError(
-            f"{expression!r}: {text.strip()!r} is not a number; expected {form}"
+            f"{capped_repr(expression)}: {capped_repr(text.strip())} is not a number; "
+            f"expected {form}"
         ) from None
     if not math.isfinite(value):
-        raise ValueError(f"{expression!r}: {text.strip()!r} is not finite; expected {form}")
+        raise ValueError(
+            f"{capped_repr(expression)}: {capped_repr(text.strip())} is not finite; expected {form}"
+        )
     return value
 
 
@@ -71,10 +76,11 @@ def _split_path(expression: str, form: str) -> tuple[str, str]:
     path, separator, rest = expression.partition("=")
     path = path.strip()
     if not separator or not rest.strip():
-        raise ValueError(f"{expression!r} is not of the form {form}")
+        raise ValueError(f"{capped_repr(expression)} is not of the form {form}")
     if not _PATH.match(path):
         raise ValueError(
-            f"{expression!r}: {path!r} is not a dotted hyperparameter path; expected {form}"
+            f"{capped_repr(expression)}: {capped_repr(path)} is not a dotted hyperparameter "
+            f"path; expected {form}"
         )
     return path, rest.strip()
 
@@ -94,7 +100,7 @@ def parse_grid(expression: str) -> GridAxis:
     path, rest = _split_path(expression, GRID_FORM)
     values = tuple(_number(part, expression, GRID_FORM) for part in rest.split(","))
     if len(set(values)) != len(values):
-        raise ValueError(f"{expression!r}: repeated values; expected {GRID_FORM}")
+        raise ValueError(f"{capped_repr(expression)}: repeated values; expected {GRID_FORM}")
     return GridAxis(path, values)
 
 
@@ -114,15 +120,15 @@ def parse_random(expression: str) -> RandomAxis:
     call = _CALL.match(rest)
     if not call or call.group(1) not in DISTRIBUTIONS:
         raise ValueError(
-            f"{expression!r}: expected one of {', '.join(DISTRIBUTIONS)}: {RANDOM_FORM}"
+            f"{capped_repr(expression)}: expected one of {', '.join(DISTRIBUTIONS)}: {RANDOM_FORM}"
         )
     name = call.group(1)
     arguments = tuple(_number(part, expression, RANDOM_FORM) for part in call.group(2).split(","))
     if name in ("loguniform", "uniform"):
         if len(arguments) != 2 or not arguments[0] < arguments[1]:
-            raise ValueError(f"{expression!r}: {name} takes LOW,HIGH with LOW < HIGH")
+            raise ValueError(f"{capped_repr(expression)}: {name} takes LOW,HIGH with LOW < HIGH")
         if name == "loguniform" and arguments[0] <= 0:
-            raise ValueError(f"{expression!r}: loguniform needs 0 < LOW < HIGH")
+            raise ValueError(f"{capped_repr(expression)}: loguniform needs 0 < LOW < HIGH")
     return RandomAxis(path, name, arguments)
 
 
@@ -130,7 +136,7 @@ def grid_trials(axes: list[GridAxis]) -> list[dict[str, float]]:
     """Every combination of the grid axes, as ``{path: value}`` dicts."""
     paths = [axis.path for axis in axes]
     if len(set(paths)) != len(paths):
-        raise ValueError(f"a path appears in more than one --grid: {paths}")
+        raise ValueError(f"a path appears in more than one --grid: {capped_repr(paths)}")
     return [dict(zip(paths, combo)) for combo in itertools.product(*(a.values for a in axes))]
 
 

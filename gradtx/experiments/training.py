@@ -141,6 +141,25 @@ def train(
     )
 
 
+def check_one_structure(transformations: list[Transformation]) -> None:
+    """Checks that optimizers differ only in numeric hyperparameters (so they stack).
+
+    Cheap (it compares tree structures only), so the command runs it before training.
+
+    Args:
+      transformations: the optimizers of a sweep's trials.
+
+    Raises:
+      ValueError: if their structures (static options, schedule kinds) differ.
+    """
+    structures = {jax.tree.structure(tx) for tx in transformations}
+    if len(structures) != 1:
+        raise ValueError(
+            "all trials must share one structure (only numeric hyperparameters may "
+            f"vary); got {len(structures)} different structures"
+        )
+
+
 def stack(transformations: list[Transformation]) -> Transformation:
     """Stacks optimizers of one structure into one whose leaves have a trials axis.
 
@@ -153,12 +172,7 @@ def stack(transformations: list[Transformation]) -> Transformation:
     Raises:
       ValueError: if their structures (static options, schedule kinds) differ.
     """
-    structures = {jax.tree.structure(tx) for tx in transformations}
-    if len(structures) != 1:
-        raise ValueError(
-            "all trials must share one structure (only numeric hyperparameters may "
-            f"vary); got {len(structures)} different structures"
-        )
+    check_one_structure(transformations)
     return jax.tree.map(
         lambda *leaves: jnp.stack([jnp.asarray(x) for x in leaves]), *transformations
     )

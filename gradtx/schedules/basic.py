@@ -330,7 +330,7 @@ class piecewise_constant_schedule(Schedule):  # noqa: N801
     """
 
     init_value: jax.typing.ArrayLike = hyperparameter()
-    boundaries_and_scales: Any = hyperparameter(default=None)
+    boundaries_and_scales: Any = hyperparameter(default=None, scalar=False)
 
     def __post_init__(self) -> None:
         checks.check_number("init_value", self.init_value)
@@ -407,7 +407,7 @@ class piecewise_interpolate_schedule(Schedule):  # noqa: N801
 
     interpolate_type: str = static_field()
     init_value: jax.typing.ArrayLike = hyperparameter()
-    boundaries_and_scales: Any = hyperparameter(default=None)
+    boundaries_and_scales: Any = hyperparameter(default=None, scalar=False)
 
     def __post_init__(self) -> None:
         if self.interpolate_type not in _INTERPOLATE_TYPES:
@@ -489,7 +489,7 @@ class join_schedules(Schedule):  # noqa: N801
     """
 
     schedules: tuple[Schedule, ...] = hyperparameter()
-    boundaries: tuple[Any, ...] = hyperparameter()
+    boundaries: tuple[Any, ...] = hyperparameter(scalar=False)
 
     def __post_init__(self) -> None:
         members = tuple(

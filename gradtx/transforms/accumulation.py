@@ -93,7 +93,7 @@ class skip_large_updates(Value):  # noqa: N801 - Optax's name
       (True, 5.0)
     """
 
-    max_squared_norm: jax.typing.ArrayLike = hyperparameter()
+    max_squared_norm: jax.typing.ArrayLike = hyperparameter(finite=False)
 
     def __post_init__(self) -> None:
         checks.check_number("max_squared_norm", self.max_squared_norm, low=0.0)
@@ -162,6 +162,8 @@ def _check_skip_fn(value: Any) -> None:
 
 class _MultiStepsRule(Transformation):
     """The accumulation rule shared by :class:`MultiSteps` and :class:`accumulate`."""
+
+    needs_floating_leaves = False  # leaves integer leaves to its members' rules
 
     # Set by each subclass to its own field names.
     _inner_name: str
@@ -376,7 +378,7 @@ class MultiSteps(_MultiStepsRule):
         every_k = _check_every_k("every_k_schedule", self.every_k_schedule)
         object.__setattr__(self, "every_k_schedule", every_k)
         _check_skip_fn(self.should_skip_update_fn)
-        dtype = numerics.canonical_dtype(self.accumulator_dtype)
+        dtype = numerics.canonical_dtype(self.accumulator_dtype, "accumulator_dtype")
         object.__setattr__(self, "accumulator_dtype", dtype)
 
 
@@ -429,7 +431,7 @@ class accumulate(_MultiStepsRule):  # noqa: N801 - gradtx's name for MultiSteps
         object.__setattr__(self, "inner", as_member(self.inner, "inner"))
         object.__setattr__(self, "every_k", _check_every_k("every_k", self.every_k))
         _check_skip_fn(self.should_skip_update_fn)
-        dtype = numerics.canonical_dtype(self.accumulator_dtype)
+        dtype = numerics.canonical_dtype(self.accumulator_dtype, "accumulator_dtype")
         object.__setattr__(self, "accumulator_dtype", dtype)
 
 

@@ -73,7 +73,9 @@ class scale_by_adadelta(Transformation):  # noqa: N801 - Optax's name
         checks.check_number("eps", self.eps, low=0.0)
 
     def init(self, params: Params) -> OptState:
-        return ScaleByAdaDeltaState(e_g=trees.zeros_like(params), e_x=trees.zeros_like(params))
+        return ScaleByAdaDeltaState(
+            e_g=numerics.squared_moment_like(params), e_x=numerics.squared_moment_like(params)
+        )
 
     def update(
         self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any

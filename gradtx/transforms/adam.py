@@ -55,7 +55,8 @@ class scale_by_adam(Transformation):  # noqa: N801 - Optax's name
       eps_root: added inside the square root, >= 0 (set > 0 to differentiate
         through the update, e.g. for meta-learning).
       mu_dtype: storage dtype of the first moment; None keeps the params'.
-      nu_dtype: storage dtype of the second moment; None keeps the params'.
+      nu_dtype: storage dtype of the second moment; None keeps the params'
+        (float32 for float16 params, whose range would flush it to zero).
       nesterov: use Nesterov momentum (NAdam).
 
     Raises:
@@ -87,14 +88,14 @@ class scale_by_adam(Transformation):  # noqa: N801 - Optax's name
         checks.check_number("b2", self.b2, low=0.0, high=1.0, high_inclusive=False)
         checks.check_number("eps", self.eps, low=0.0)
         checks.check_number("eps_root", self.eps_root, low=0.0)
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
-        object.__setattr__(self, "nu_dtype", numerics.canonical_dtype(self.nu_dtype))
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype, "mu_dtype"))
+        object.__setattr__(self, "nu_dtype", numerics.canonical_dtype(self.nu_dtype, "nu_dtype"))
 
     def init(self, params: Params) -> OptState:
         return ScaleByAdamState(
             count=numerics.zero_count(),
             mu=trees.zeros_like(params, self.mu_dtype),
-            nu=trees.zeros_like(params, self.nu_dtype),
+            nu=numerics.squared_moment_like(params, self.nu_dtype),
         )
 
     def update(

@@ -102,7 +102,7 @@ class scale_by_adan(Transformation):  # noqa: N801 - Optax's name
         return ScaleByAdanState(
             m=trees.zeros_like(params),
             v=trees.zeros_like(params),
-            n=trees.zeros_like(params),
+            n=numerics.squared_moment_like(params),
             g=trees.zeros_like(params),
             t=numerics.zero_count(),
         )

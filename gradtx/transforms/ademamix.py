@@ -106,7 +106,7 @@ class scale_by_ademamix(Transformation):  # noqa: N801 - Optax's name
         checks.check_number("alpha", self.alpha, low=0.0)
         checks.check_number("eps", self.eps, low=0.0)
         checks.check_number("eps_root", self.eps_root, low=0.0)
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype, "mu_dtype"))
 
     def init(self, params: Params) -> OptState:
         return ScaleByAdemamixState(
@@ -114,7 +114,7 @@ class scale_by_ademamix(Transformation):  # noqa: N801 - Optax's name
             count_m2=numerics.zero_count(),
             m1=trees.zeros_like(params, self.mu_dtype),
             m2=trees.zeros_like(params, self.mu_dtype),
-            nu=trees.zeros_like(params, self.mu_dtype),
+            nu=numerics.squared_moment_like(params, self.mu_dtype),
         )
 
     def update(
@@ -203,7 +203,7 @@ class ademamix(Alias):  # noqa: N801 - Optax's name
     mask: Any = static_field(default=None)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype, "mu_dtype"))
         object.__setattr__(self, "mask", add_decayed_weights(0.0, self.mask).mask)
         self.expand()  # validates every argument with its own name
 
@@ -284,7 +284,9 @@ class scale_by_simplified_ademamix(Transformation):  # noqa: N801 - Optax's name
 
     def init(self, params: Params) -> OptState:
         return ScaleBySimplifiedAdEMAMixState(
-            t=numerics.zero_count(), m=trees.zeros_like(params), n=trees.zeros_like(params)
+            t=numerics.zero_count(),
+            m=trees.zeros_like(params),
+            n=numerics.squared_moment_like(params),
         )
 
     def update(

@@ -101,13 +101,13 @@ class scale_by_adopt(Transformation):  # noqa: N801 - Optax's name
         checks.check_number("b2", self.b2, low=0.0, high=1.0, high_inclusive=False)
         checks.check_number("eps", self.eps, low=0.0)
         _check_clip_value_fn(self.clip_value_fn)
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype, "mu_dtype"))
 
     def init(self, params: Params) -> OptState:
         return ScaleByAdamState(
             count=numerics.zero_count(),
             mu=trees.zeros_like(params, self.mu_dtype),
-            nu=trees.zeros_like(params),
+            nu=numerics.squared_moment_like(params),
         )
 
     def update(
@@ -186,7 +186,7 @@ class adopt(Alias):  # noqa: N801 - Optax's name
     clip_value_fn: ScheduleLike | None = hyperparameter(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype, "mu_dtype"))
         self.expand()  # validates every argument with its own name
 
     def expand(self) -> chain:

@@ -93,14 +93,14 @@ class scale_by_amsgrad(Transformation):  # noqa: N801 - Optax's name
         checks.check_number("b2", self.b2, low=0.0, high=1.0, high_inclusive=False)
         checks.check_number("eps", self.eps, low=0.0)
         checks.check_number("eps_root", self.eps_root, low=0.0)
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype, "mu_dtype"))
 
     def init(self, params: Params) -> OptState:
         return ScaleByAmsgradState(
             count=numerics.zero_count(),
             mu=trees.zeros_like(params, self.mu_dtype),
-            nu=trees.zeros_like(params),
-            nu_max=trees.zeros_like(params),
+            nu=numerics.squared_moment_like(params),
+            nu_max=numerics.squared_moment_like(params),
         )
 
     def update(

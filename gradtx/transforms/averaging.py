@@ -92,7 +92,9 @@ class ema(Transformation):  # noqa: N801 - Optax's name
         check_not_schedule("decay", self.decay, "ema")
         checks.check_number("decay", self.decay, low=0.0, high=1.0)
         object.__setattr__(
-            self, "accumulator_dtype", numerics.canonical_dtype(self.accumulator_dtype)
+            self,
+            "accumulator_dtype",
+            numerics.canonical_dtype(self.accumulator_dtype, "accumulator_dtype"),
         )
 
     def init(self, params: Params) -> OptState:
@@ -220,6 +222,8 @@ class lookahead(Transformation):  # noqa: N801 - Optax's name
       >>> params.slow  # halfway from 1 to the fast weights' 0
       Array([0.5, 0.5], dtype=float32)
     """
+
+    needs_floating_leaves = False  # leaves integer leaves to its members' rules
 
     fast_optimizer: Transformation = hyperparameter(shown=True)
     sync_period: int = static_field(shown=True)

@@ -92,7 +92,7 @@ class scale_by_belief(Transformation):  # noqa: N801 - Optax's name
         return ScaleByBeliefState(
             count=numerics.zero_count(),
             mu=trees.zeros_like(params),
-            nu=trees.zeros_like(params),
+            nu=numerics.squared_moment_like(params),
         )
 
     def update(

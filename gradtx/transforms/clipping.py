@@ -104,7 +104,7 @@ class clip(Transformation):  # noqa: N801 - Optax's name
       Array([-1. ,  0.5,  1. ], dtype=float32)
     """
 
-    max_delta: jax.typing.ArrayLike = hyperparameter()
+    max_delta: jax.typing.ArrayLike = hyperparameter(finite=False)
 
     def __post_init__(self) -> None:
         _check_bound("max_delta", self.max_delta, zero_allowed=True)
@@ -153,7 +153,7 @@ class clip_by_global_norm(Transformation):  # noqa: N801 - Optax's name
       {'a': Array([0.6], dtype=float32), 'b': Array([0.8], dtype=float32)}
     """
 
-    max_norm: jax.typing.ArrayLike = hyperparameter()
+    max_norm: jax.typing.ArrayLike = hyperparameter(finite=False)
 
     def __post_init__(self) -> None:
         _check_bound("max_norm", self.max_norm, zero_allowed=False)
@@ -211,7 +211,7 @@ class clip_by_block_rms(Transformation):  # noqa: N801 - Optax's name
       {'a': Array([1., 1.], dtype=float32), 'b': Array([0.5], dtype=float32)}
     """
 
-    threshold: jax.typing.ArrayLike = hyperparameter()
+    threshold: jax.typing.ArrayLike = hyperparameter(finite=False)
 
     def __post_init__(self) -> None:
         _check_bound("threshold", self.threshold, zero_allowed=False)
@@ -277,7 +277,7 @@ class adaptive_grad_clip(Transformation):  # noqa: N801 - Optax's name
       Array([0.5, 0. ], dtype=float32)
     """
 
-    clipping: jax.typing.ArrayLike = hyperparameter()
+    clipping: jax.typing.ArrayLike = hyperparameter(finite=False)
     eps: jax.typing.ArrayLike = hyperparameter(default=1e-3, shown=True)
     axis: Axis = static_field(default=None)
 

@@ -75,6 +75,8 @@ class apply_if_finite(Transformation):  # noqa: N801 - Optax's name
       Array([-0.1, -0.2], dtype=float32)
     """
 
+    needs_floating_leaves = False  # leaves integer leaves to its members' rules
+
     inner: Transformation = hyperparameter(shown=True)
     max_consecutive_errors: int = static_field(shown=True)
 

@@ -321,7 +321,7 @@ class adafactor(Alias):  # noqa: N801 - Optax's name
     decay_rate: jax.typing.ArrayLike = hyperparameter(default=0.8)
     decay_offset: jax.typing.ArrayLike = hyperparameter(default=0)
     multiply_by_parameter_scale: bool = static_field(default=True)
-    clipping_threshold: jax.typing.ArrayLike | None = hyperparameter(default=1.0)
+    clipping_threshold: jax.typing.ArrayLike | None = hyperparameter(default=1.0, finite=False)
     momentum: jax.typing.ArrayLike | None = hyperparameter(default=None)
     dtype_momentum: Any = static_field(default="float32")
     weight_decay_rate: ScalarOrSchedule | None = hyperparameter(default=None)
@@ -339,7 +339,9 @@ class adafactor(Alias):  # noqa: N801 - Optax's name
         checks.check_number("momentum", self.momentum, low=0.0, high=1.0)
         checks.check_number("weight_decay_rate", self.weight_decay_rate, low=0.0)
         checks.check_number("eps", self.eps, low=0.0)
-        object.__setattr__(self, "dtype_momentum", numerics.canonical_dtype(self.dtype_momentum))
+        object.__setattr__(
+            self, "dtype_momentum", numerics.canonical_dtype(self.dtype_momentum, "dtype_momentum")
+        )
         object.__setattr__(
             self, "weight_decay_mask", add_decayed_weights(0.0, self.weight_decay_mask).mask
         )

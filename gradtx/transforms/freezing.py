@@ -36,6 +36,8 @@ class set_to_zero(Transformation):  # noqa: N801 - Optax's name
       Array([0., 0.], dtype=float32)
     """
 
+    needs_floating_leaves = False  # does no arithmetic on the leaves
+
     def init(self, params: Params) -> OptState:
         del params
         return EmptyState()
@@ -75,6 +77,8 @@ class freeze(Transformation):  # noqa: N801 - Optax's name
       >>> tx.update(grads, tx.init(grads))[0]
       {'a': Array([0.], dtype=float32), 'b': Array([1., 1.], dtype=float32)}
     """
+
+    needs_floating_leaves = False  # leaves integer leaves to its members' rules
 
     mask: Any | Callable[[Any], Any] = static_field()
 
@@ -120,6 +124,8 @@ class selective_transform(Transformation):  # noqa: N801 - Optax's name
       >>> tx.update(grads, tx.init(grads))[0]
       {'a': Array([0.], dtype=float32), 'b': Array([-1., -1.], dtype=float32)}
     """
+
+    needs_floating_leaves = False  # leaves integer leaves to its members' rules
 
     optimizer: Transformation = hyperparameter()
     freeze_mask: Any | Callable[[Any], Any] = static_field(kw_only=True)

@@ -86,7 +86,7 @@ class scale_by_lion(Transformation):  # noqa: N801 - Optax's name
         checks.check_number("smooth_beta", self.smooth_beta)
         if self.mode not in _MODES:
             raise ValueError(f"mode must be one of {', '.join(_MODES)}, got {self.mode!r}")
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype, "mu_dtype"))
 
     def init(self, params: Params) -> OptState:
         return ScaleByLionState(
@@ -165,7 +165,7 @@ class lion(Alias):  # noqa: N801 - Optax's name
     mask: Any = static_field(default=None)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype, "mu_dtype"))
         object.__setattr__(self, "mask", add_decayed_weights(0.0, self.mask).mask)
         self.expand()  # validates every argument with its own name
 

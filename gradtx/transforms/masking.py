@@ -253,6 +253,8 @@ class masked(Transformation):  # noqa: N801 - Optax's name
       {'b': Array([1., 1.], dtype=float32), 'w': Array([10., 10.], dtype=float32)}
     """
 
+    needs_floating_leaves = False  # leaves integer leaves to its members' rules
+
     inner: Transformation = hyperparameter()
     mask: Any | Callable[[Any], Any] = static_field()
     mask_compatible_extra_args: bool = static_field(default=False, kw_only=True)

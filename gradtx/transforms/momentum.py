@@ -66,7 +66,9 @@ class trace(Transformation):  # noqa: N801 - Optax's name
     def __post_init__(self) -> None:
         checks.check_number("decay", self.decay, low=0.0)
         object.__setattr__(
-            self, "accumulator_dtype", numerics.canonical_dtype(self.accumulator_dtype)
+            self,
+            "accumulator_dtype",
+            numerics.canonical_dtype(self.accumulator_dtype, "accumulator_dtype"),
         )
 
     def init(self, params: Params) -> OptState:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import checks, numerics, trees
-from gradtx.aliases import adamw
+from gradtx.aliases import adamw, documents_non_finite
 from gradtx.base import (
     EmptyState,
     OptState,
@@ -93,7 +93,9 @@ def _check_options(instance: Any) -> None:
             f"preconditioning must be one of {', '.join(PRECONDITIONINGS)}, "
             f"got {instance.preconditioning!r}"
         )
-    object.__setattr__(instance, "mu_dtype", numerics.canonical_dtype(instance.mu_dtype))
+    object.__setattr__(
+        instance, "mu_dtype", numerics.canonical_dtype(instance.mu_dtype, "mu_dtype")
+    )
 
 
 @value_class
@@ -321,6 +323,7 @@ def _label(leaf: Any, spec: Any, leaf_spec: MuonDimensionNumbers | None) -> str:
     return "adam" if leaf_spec is None else "muon"
 
 
+@documents_non_finite
 @value_class
 class muon(Transformation):  # noqa: N801 - Optax's name (optax.contrib.muon)
     """Muon for the matrices, AdamW for the other parameters: Optax's partition.
@@ -391,6 +394,8 @@ class muon(Transformation):  # noqa: N801 - Optax's name (optax.contrib.muon)
       >>> sorted(state.inner_states)
       ['adam', 'muon']
     """
+
+    needs_floating_leaves = False  # leaves integer leaves to its members' rules
 
     learning_rate: ScalarOrSchedule = hyperparameter()
     ns_coeffs: str | tuple[Any, ...] = static_field(default=_DEFAULT_NS_COEFFS)

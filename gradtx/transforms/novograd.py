@@ -104,7 +104,7 @@ class scale_by_novograd(Transformation):  # noqa: N801 - Optax's name
         checks.check_number("eps_root", self.eps_root, low=0.0)
         _check_not_schedule("weight_decay", self.weight_decay)
         checks.check_number("weight_decay", self.weight_decay, low=0.0)
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype, "mu_dtype"))
 
     def init(self, params: Params) -> OptState:
         return ScaleByNovogradState(

@@ -228,7 +228,7 @@ class optimistic_adam(Alias):  # noqa: N801 - Optax's name
                 f"(got learning_rate={self.learning_rate!r}); optimistic_adam_v2 does"
             )
         checks.check_number("learning_rate", self.learning_rate, low=0.0)
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype, "mu_dtype"))
         self.expand()  # validates every argument with its own name
 
     def expand(self) -> chain:
@@ -296,7 +296,7 @@ class optimistic_adam_v2(Alias):  # noqa: N801 - Optax's name
     nesterov: bool = static_field(default=True, kw_only=True)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype))
+        object.__setattr__(self, "mu_dtype", numerics.canonical_dtype(self.mu_dtype, "mu_dtype"))
         self.expand()  # validates every argument with its own name
 
     def expand(self) -> chain:

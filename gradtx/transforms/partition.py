@@ -226,6 +226,8 @@ class partition(Transformation):  # noqa: N801 - Optax's name
       {'b': Array([-0.1, -0.1], dtype=float32), 'w': Array([-1., -1.], dtype=float32)}
     """
 
+    needs_floating_leaves = False  # leaves integer leaves to its members' rules
+
     transforms: Mapping[Hashable, Transformation] = hyperparameter()
     param_labels: Any | Callable[[Any], Any] = static_field()
     mask_compatible_extra_args: bool = static_field(default=False, kw_only=True)

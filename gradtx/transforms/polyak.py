@@ -81,7 +81,7 @@ class scale_by_polyak(Transformation):  # noqa: N801 - Optax's name
     """
 
     f_min: jax.typing.ArrayLike = hyperparameter(default=0.0)
-    max_learning_rate: jax.typing.ArrayLike = hyperparameter(default=1.0, shown=True)
+    max_learning_rate: jax.typing.ArrayLike = hyperparameter(default=1.0, shown=True, finite=False)
     eps: jax.typing.ArrayLike = hyperparameter(default=0.0)
     variant: str = static_field(default="sps")
 
@@ -166,7 +166,7 @@ class polyak_sgd(Alias):  # noqa: N801 - Optax's name
       Array([-0.5, -1. ], dtype=float32)
     """
 
-    max_learning_rate: jax.typing.ArrayLike = hyperparameter(default=1.0, shown=True)
+    max_learning_rate: jax.typing.ArrayLike = hyperparameter(default=1.0, shown=True, finite=False)
     scaling: ScalarOrSchedule = hyperparameter(default=1.0)
     f_min: jax.typing.ArrayLike = hyperparameter(default=0.0)
     eps: jax.typing.ArrayLike = hyperparameter(default=0.0)

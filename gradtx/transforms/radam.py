@@ -89,7 +89,7 @@ class scale_by_radam(Transformation):  # noqa: N801 - Optax's name
         return ScaleByAdamState(
             count=numerics.zero_count(),
             mu=trees.zeros_like(params),
-            nu=trees.zeros_like(params),
+            nu=numerics.squared_moment_like(params),
         )
 
     def update(

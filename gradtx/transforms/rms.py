@@ -81,11 +81,6 @@ class ScaleByRStdDevWithCountState(NamedTuple):
     nu: Updates
 
 
-def _full_like(params: Params, value: Any) -> Any:
-    """Arrays shaped and typed like each non-None leaf of ``params``, filled with ``value``."""
-    return trees.leaf_map(lambda p: jnp.full_like(p, value), params)
-
-
 @value_class
 class scale_by_rss(Transformation):  # noqa: N801 - Optax's name
     """Rescales updates by the root of the sum of all squared gradients so far (Adagrad).
@@ -123,7 +118,9 @@ class scale_by_rss(Transformation):  # noqa: N801 - Optax's name
         checks.check_number("eps", self.eps, low=0.0)
 
     def init(self, params: Params) -> OptState:
-        return ScaleByRssState(sum_of_squares=_full_like(params, self.initial_accumulator_value))
+        return ScaleByRssState(
+            sum_of_squares=numerics.squared_moment_like(params, fill=self.initial_accumulator_value)
+        )
 
     def update(
         self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
@@ -193,7 +190,7 @@ class _RootMeanSquare(Transformation):
             fields["count"] = numerics.zero_count()
         if self.centered:
             fields["mu"] = trees.zeros_like(params)
-        fields["nu"] = _full_like(params, self.initial_scale)
+        fields["nu"] = numerics.squared_moment_like(params, fill=self.initial_scale)
         return self._state_type()(**fields)
 
     def _scale(self, updates: Updates, state: OptState) -> tuple[Updates, OptState]:

@@ -101,7 +101,7 @@ class scale_by_rprop(Transformation):  # noqa: N801 - Optax's name
     eta_minus: jax.typing.ArrayLike = hyperparameter(default=0.5)
     eta_plus: jax.typing.ArrayLike = hyperparameter(default=1.2)
     min_step_size: jax.typing.ArrayLike = hyperparameter(default=1e-6)
-    max_step_size: jax.typing.ArrayLike = hyperparameter(default=50.0)
+    max_step_size: jax.typing.ArrayLike = hyperparameter(default=50.0, finite=False)
 
     def __post_init__(self) -> None:
         _check_arguments(self, "scale_by_rprop")
@@ -174,7 +174,7 @@ class rprop(Alias):  # noqa: N801 - Optax's name
     eta_minus: jax.typing.ArrayLike = hyperparameter(default=0.5)
     eta_plus: jax.typing.ArrayLike = hyperparameter(default=1.2)
     min_step_size: jax.typing.ArrayLike = hyperparameter(default=1e-6)
-    max_step_size: jax.typing.ArrayLike = hyperparameter(default=50.0)
+    max_step_size: jax.typing.ArrayLike = hyperparameter(default=50.0, finite=False)
 
     def __post_init__(self) -> None:
         _check_arguments(self, "rprop")

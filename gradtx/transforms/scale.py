@@ -48,6 +48,8 @@ class identity(Transformation):  # noqa: N801 - Optax's name, so ported code wor
       Array([1., 1.], dtype=float32)
     """
 
+    needs_floating_leaves = False  # does no arithmetic on the leaves
+
     def init(self, params: Params) -> OptState:
         del params
         return EmptyState()

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import checks, numerics, trees
-from gradtx.aliases import sgd
+from gradtx.aliases import documents_non_finite, sgd
 from gradtx.base import (
     OptState,
     Params,
@@ -115,6 +115,7 @@ def schedule_free_eval_params(state: OptState, params: Params) -> Params:
     return trees.leaf_map(leaf, params, z)
 
 
+@documents_non_finite
 @value_class
 class schedule_free(Transformation):  # noqa: N801 - Optax's name
     """Makes a base optimizer schedule-free (Defazio et al., 2024).
@@ -171,7 +172,9 @@ class schedule_free(Transformation):  # noqa: N801 - Optax's name
         checks.check_number("learning_rate", self.learning_rate, low=0.0)
         checks.check_number("b1", self.b1, low=0.0, high=1.0, low_inclusive=False)
         checks.check_number("weight_lr_power", self.weight_lr_power, low=0.0)
-        object.__setattr__(self, "state_dtype", numerics.canonical_dtype(self.state_dtype))
+        object.__setattr__(
+            self, "state_dtype", numerics.canonical_dtype(self.state_dtype, "state_dtype")
+        )
 
     def init(self, params: Params) -> OptState:
         dtype = _scalar_dtype(params)
@@ -252,6 +255,8 @@ def _check_warmup_steps(value: Any) -> None:
 class _ScheduleFreeAlias(Transformation):
     """A ready-made :class:`schedule_free` optimizer; init and update delegate to it."""
 
+    needs_floating_leaves = False  # leaves integer leaves to its members' rules
+
     learning_rate: ScalarOrSchedule
     warmup_steps: int | None
     b1: jax.typing.ArrayLike
@@ -265,7 +270,9 @@ class _ScheduleFreeAlias(Transformation):
                 "learning_rate must be a number when warmup_steps is given (the warmup "
                 f"schedule is built from it), got {self.learning_rate!r}"
             )
-        object.__setattr__(self, "state_dtype", numerics.canonical_dtype(self.state_dtype))
+        object.__setattr__(
+            self, "state_dtype", numerics.canonical_dtype(self.state_dtype, "state_dtype")
+        )
         self.expand()  # validates every argument with its own name
 
     def _schedule(self) -> ScalarOrSchedule:
@@ -299,6 +306,7 @@ class _ScheduleFreeAlias(Transformation):
         return self.expand().update(updates, state, params, **extra_args)
 
 
+@documents_non_finite
 @value_class
 class schedule_free_sgd(_ScheduleFreeAlias):  # noqa: N801 - Optax's name
     """Schedule-Free SGD: :class:`schedule_free` around plain SGD.
@@ -353,6 +361,7 @@ class schedule_free_sgd(_ScheduleFreeAlias):  # noqa: N801 - Optax's name
         return optimizer
 
 
+@documents_non_finite
 @value_class
 class schedule_free_adamw(_ScheduleFreeAlias):  # noqa: N801 - Optax's name
     """Schedule-Free AdamW: :class:`schedule_free` around AdamW without momentum.

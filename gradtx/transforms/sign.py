@@ -136,7 +136,9 @@ class signum(Alias):  # noqa: N801 - Optax's name
         check_not_schedule("beta", self.beta, "signum")
         checks.check_number("beta", self.beta, low=0.0, high=1.0)
         object.__setattr__(
-            self, "accumulator_dtype", numerics.canonical_dtype(self.accumulator_dtype)
+            self,
+            "accumulator_dtype",
+            numerics.canonical_dtype(self.accumulator_dtype, "accumulator_dtype"),
         )
 
     def expand(self) -> chain:

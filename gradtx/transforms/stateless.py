@@ -48,6 +48,7 @@ class stateless(Transformation):  # noqa: N801 - Optax's name
 
     # The user's function may have Python side effects: an eager call is not compiled.
     runs_user_code = True
+    needs_floating_leaves = False  # the user's code decides what it accepts
 
     f: Callable[[Updates, Params | None], Updates] = static_field()
 
@@ -91,6 +92,7 @@ class stateless_with_tree_map(Transformation):  # noqa: N801 - Optax's name
 
     # The user's function may have Python side effects: an eager call is not compiled.
     runs_user_code = True
+    needs_floating_leaves = False  # the user's code decides what it accepts
 
     f: Callable[[jax.Array, jax.Array | None], jax.Array] = static_field()
 

@@ -80,7 +80,7 @@ class scale_by_yogi(Transformation):  # noqa: N801 - Optax's name
         return ScaleByAdamState(
             count=numerics.zero_count(),
             mu=trees.leaf_map(filled, params),
-            nu=trees.leaf_map(filled, params),
+            nu=numerics.squared_moment_like(params, fill=self.initial_accumulator_value),
         )
 
     def update(
