@@ -111,7 +111,7 @@ def update_moment(g: jax.Array, moment: jax.Array, decay: Any, *, dtype: Any) ->
     return (1 - decay) * g.astype(dtype) + decay * moment.astype(dtype)
 
 
-def canonical_dtype(dtype: Any, name: str) -> str | None:
+def canonical_dtype(dtype: Any, name: str = "dtype") -> str | None:
     """A state dtype given as a type, a NumPy dtype or a string, as its name (or None).
 
     A moment or accumulator holds a running average: stored in an integer type
