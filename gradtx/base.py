@@ -265,9 +265,7 @@ def _checking_hyperparameters(post_init: Callable[[Any], None] | None) -> Callab
     def post_init_then_check(self: Any) -> None:
         if post_init is not None:
             post_init(self)
-        for field in dataclasses.fields(self):
-            if field.metadata.get(_STATIC, True) or not field.init:
-                continue
+        for field in _hyperparameter_fields(type(self)):
             checks.check_hyperparameter(
                 field.name,
                 getattr(self, field.name),
@@ -279,6 +277,23 @@ def _checking_hyperparameters(post_init: Callable[[Any], None] | None) -> Callab
     return post_init_then_check
 
 
+_HYPERPARAMETER_FIELDS: dict[type, tuple[dataclasses.Field[Any], ...]] = {}
+
+
+def _hyperparameter_fields(cls: type) -> tuple[dataclasses.Field[Any], ...]:
+    """The constructor's hyperparameter fields of a value class (what both checks read),
+    worked out once per class: ``update`` reads them on every trace."""
+    fields = _HYPERPARAMETER_FIELDS.get(cls)
+    if fields is None:
+        fields = tuple(
+            field
+            for field in dataclasses.fields(cls)
+            if field.init and not field.metadata.get(_STATIC, True)
+        )
+        _HYPERPARAMETER_FIELDS[cls] = fields
+    return fields
+
+
 def check_ready(value: "Value") -> None:
     """Raises ValueError if a hyperparameter of ``value`` (or of a schedule it holds) is
     None where a number is needed, or is an array (see
@@ -286,9 +301,7 @@ def check_ready(value: "Value") -> None:
 
     Transformations it holds are not looked at: their own ``update`` checks them.
     """
-    for field in dataclasses.fields(value):
-        if field.metadata.get(_STATIC, True) or not field.init:
-            continue
+    for field in _hyperparameter_fields(type(value)):
         member = getattr(value, field.name)
         if isinstance(member, Value) and not isinstance(member, Transformation):
             check_ready(member)
@@ -340,9 +353,20 @@ def _compiled_when_eager(update: Callable[..., Any]) -> Callable[..., Any]:
     ``vmap`` or ``grad`` (any traced input), or when the transformation holds
     one gradtx did not write (``foreign``), ``update`` runs as written.
     """
+
+    def checked_update(
+        self: Any, updates: Any, state: Any, params: Any = None, **extra_args: Any
+    ) -> Any:
+        # Reads only dtypes, shapes and static fields: run while tracing, once
+        # per compilation, never per eager step.
+        check_ready(self)
+        if type(self).needs_floating_leaves:
+            checks.check_floating_leaves(type(self).__name__, updates, params)
+        return update(self, updates, state, params, **extra_args)
+
     # The transformation is static, as when a user's jitted step closes over
     # it: its hyperparameters are then the same compile-time constants.
-    compiled = jax.jit(update, static_argnums=0)
+    compiled = jax.jit(checked_update, static_argnums=0)
 
     def update_eagerly_compiled(
         self: Any, updates: Any, state: Any, params: Any = None, **extra_args: Any
@@ -355,15 +379,12 @@ def _compiled_when_eager(update: Callable[..., Any]) -> Callable[..., Any]:
         )
         # jax.config's options are attributes set at run time, unknown to mypy.
         jit_disabled = bool(getattr(jax.config, "jax_disable_jit"))  # noqa: B009
-        check_ready(self)
-        if type(self).needs_floating_leaves:
-            checks.check_floating_leaves(type(self).__name__, updates, params)
         if not concrete or jit_disabled or _runs_user_code(self):
-            return update(self, updates, state, params, **extra_args)
+            return checked_update(self, updates, state, params, **extra_args)
         try:
             hash(self)
         except TypeError:  # an unhashable foreign member, say
-            return update(self, updates, state, params, **extra_args)
+            return checked_update(self, updates, state, params, **extra_args)
         return compiled(self, updates, state, params, **extra_args)
 
     update_eagerly_compiled.__doc__ = update.__doc__

@@ -195,7 +195,7 @@ def write_atomically(path: pathlib.Path, *chunks: bytes) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
 def _remove_dead_temporaries(directory: pathlib.Path) -> None:
@@ -247,7 +247,7 @@ def _pid_space() -> str:
     return hashlib.sha256(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:8]
 
 
-def _fsync_directory(directory: pathlib.Path) -> None:
+def fsync_directory(directory: pathlib.Path) -> None:
     """Makes the rename durable (POSIX); a no-op where directories cannot be opened."""
     if not hasattr(os, "O_DIRECTORY"):
         return

@@ -273,6 +273,11 @@ def is_floating(leaf: Any) -> bool:
     return dtype is None or (dtype != jax.dtypes.float0 and jnp.issubdtype(dtype, jnp.inexact))
 
 
+def key_path(path: tuple[Any, ...]) -> str:
+    """A key path as messages write it: ``"['layer']['w']"``, ``"<root>"`` for the top."""
+    return jax.tree_util.keystr(path) or "<root>"
+
+
 def check_floating_leaves(name: str, updates: Any, params: Any = None) -> None:
     """Raises TypeError naming the key path of an integer or boolean gradient or parameter.
 
@@ -293,22 +298,22 @@ def check_floating_leaves(name: str, updates: Any, params: Any = None) -> None:
         params is None or all(map(is_floating, jax.tree.leaves(params)))
     ):
         return
-    present = set()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(updates)[0]:
-        if not is_floating(leaf):
+    present = _refuse_non_floating(name, "gradient", updates)
+    if params is not None:
+        _refuse_non_floating(name, "parameter", params, only=present)
+
+
+def _refuse_non_floating(name: str, kind: str, tree: Any, only: set[Any] | None = None) -> set[Any]:
+    """Raises TypeError at the first non-floating leaf (of those at ``only``); returns the paths."""
+    paths = set()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if (only is None or path in only) and not is_floating(leaf):
             raise TypeError(
-                f"{name}: the gradient at {jax.tree_util.keystr(path) or '<root>'} has "
-                f"dtype {leaf_dtype(leaf)}; {_NON_FLOAT_HINT}"
+                f"{name}: the {kind} at {key_path(path)} has dtype {leaf_dtype(leaf)}; "
+                f"{_NON_FLOAT_HINT}"
             )
-        present.add(path)
-    if params is None:
-        return
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if path in present and not is_floating(leaf):
-            raise TypeError(
-                f"{name}: the parameter at {jax.tree_util.keystr(path) or '<root>'} has "
-                f"dtype {leaf_dtype(leaf)}; {_NON_FLOAT_HINT}"
-            )
+        paths.add(path)
+    return paths
 
 
 def check_state_fields(state: Any, state_type: type, name: str) -> None:
@@ -370,7 +375,7 @@ def check_trees_match(tree: Any, reference: Any, *, tree_name: str, reference_na
 
 def _paths(tree: Any) -> list[str]:
     leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=trees.is_none)[0]
-    return [jax.tree_util.keystr(path) or "<root>" for path, _ in leaves]
+    return [key_path(path) for path, _ in leaves]
 
 
 def _check_shapes(tree: Any, reference: Any, tree_name: str, reference_name: str) -> None:
@@ -381,7 +386,7 @@ def _check_shapes(tree: Any, reference: Any, tree_name: str, reference_name: str
         reference_shape = np.shape(reference_leaf) if reference_leaf is not None else None
         if shape != reference_shape:
             raise ValueError(
-                f"{jax.tree_util.keystr(path) or '<root>'} has shape {shape} in the "
+                f"{key_path(path)} has shape {shape} in the "
                 f"{tree_name} but {reference_shape} in the {reference_name}"
             )
 

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 from gradtx.aliases import adam, adamw, nadam, nadamw, sgd
 from gradtx.base import Schedule, Transformation
 from gradtx.checks import QUOTE_LIMIT, capped, capped_repr
-from gradtx.experiments.outputs import OutputFolder, OutputFolderError
+from gradtx.experiments.outputs import OutputFolder, OutputFolderError, atomic_write_text
 from gradtx.schedules import exponential_decay
 
 PRESETS: dict[str, Transformation] = {
@@ -288,7 +288,7 @@ def command_sweep(args: argparse.Namespace, outputs: OutputFolder) -> int:
     best = result.ranking(task.higher_is_better)[0]
     staging = outputs.staging()
     save_config(optimizers[best], staging / "best.yaml")
-    report.atomic_write_text(
+    atomic_write_text(
         staging / "sweep.json",
         json.dumps(
             {
@@ -362,7 +362,7 @@ def command_tune_lr(args: argparse.Namespace, outputs: OutputFolder) -> int:
         )
     )
     staging = outputs.staging()
-    report.atomic_write_text(
+    atomic_write_text(
         staging / "tune.json",
         json.dumps(
             {
@@ -481,15 +481,7 @@ def _write_crash_log(argv: Sequence[str]) -> str:
     path = folder / f"gradtx-crash-{stamp}-{os.getpid()}.log"
     text = f"gradtx {shlex.join(argv)}\npython {sys.version}\n\n{traceback.format_exc()}"
     try:
-        # Through a temporary file and a rename, so the log is never half written.
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as file:
-                file.write(text)
-            os.replace(temporary, path)
-        except BaseException:
-            pathlib.Path(temporary).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, text, errors="backslashreplace")
     except OSError as error:
         return f"could not write the traceback: {error}"
     return f"full traceback in {path}"

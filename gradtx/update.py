@@ -41,7 +41,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         p = jnp.asarray(p)
         if not checks.is_floating(p) and checks.is_floating(u):
             raise TypeError(
-                f"the parameter at {jax.tree_util.keystr(path) or '<root>'} has dtype "
+                f"the parameter at {checks.key_path(path)} has dtype "
                 f"{p.dtype} but its update is {checks.leaf_dtype(u)}: adding it would "
                 "truncate the update (a small step to zero); leave integer leaves out "
                 "of the optimizer (gradtx.masked, gradtx.set_to_zero) or make them "

@@ -17,6 +17,24 @@ from collections.abc import Sequence
 from gradtx.checks import capped
 
 
+def atomic_write_text(path: pathlib.Path, text: str, errors: str = "strict") -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename: never half written.
+
+    Args:
+      path: the file to write.
+      text: its content, encoded as UTF-8.
+      errors: how unencodable characters are handled (as in ``open``).
+    """
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", errors=errors) as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        pathlib.Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 class OutputFolderError(ValueError):
     """The output folder cannot be used: a file is in the way, or it is not writable."""
 

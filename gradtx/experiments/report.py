@@ -3,9 +3,7 @@
 import csv
 import json
 import math
-import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +11,7 @@ import numpy as np
 
 from gradtx.experiments.compare import Entry, summary
 from gradtx.experiments.metrics import trailing_mean
+from gradtx.experiments.outputs import atomic_write_text
 from gradtx.experiments.sweep import SweepResult
 from gradtx.tasks.base import Task
 
@@ -72,18 +71,6 @@ def compare_table(task: Task, entries: list[Entry]) -> tuple[str, list[dict[str,
         for row in rows
     ]
     return format_table(header, body), rows
-
-
-def atomic_write_text(path: pathlib.Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_compare_data(

@@ -57,6 +57,7 @@ from pathlib import Path
 import jax
 import jaxlib
 
+from gradtx.checkpoint_files import fsync_directory
 from gradtx.checks import capped
 
 logger = logging.getLogger("gradtx")
@@ -330,11 +331,11 @@ def _fsync_path(path: str | Path) -> None:
 
 
 def _fsync_directory(directory: Path) -> None:
-    # Makes the renames durable. Some platforms and filesystems cannot fsync a
-    # directory; the files themselves are synced, and a rename lost by a power
-    # cut leaves the previous library, which is verified and rebuilt if needed.
+    # Makes the renames durable. Some filesystems cannot fsync a directory; the
+    # files themselves are synced, and a rename lost by a power cut leaves the
+    # previous library, which is verified and rebuilt if needed.
     try:
-        _fsync_path(directory)
+        fsync_directory(directory)
     except OSError:
         pass
 

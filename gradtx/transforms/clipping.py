@@ -347,7 +347,7 @@ def _default_axis(shape: tuple[int, ...], path: Any) -> tuple[int, ...] | None:
     if len(shape) == 5:
         return (0, 1, 2, 3)
     raise ValueError(
-        f"adaptive_grad_clip has no default unit for {jax.tree_util.keystr(path) or '<root>'} "
+        f"adaptive_grad_clip has no default unit for {checks.key_path(path)} "
         f"of shape {shape} (rank {len(shape)}); pass axis=... to choose the axes"
     )
 

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from gradtx import masks, trees
+from gradtx import checks, masks, trees
 from gradtx.base import (
     OptState,
     Params,
@@ -98,10 +98,6 @@ def _leaf_paths(tree: Any) -> list[tuple[Any, ...]]:
     return [path for path, _ in leaves]
 
 
-def _keystr(path: tuple[Any, ...]) -> str:
-    return jax.tree_util.keystr(path) or "<root>"
-
-
 def check_prefix(prefix: Any, tree: Any, *, prefix_name: str, tree_name: str) -> None:
     """Raises ValueError naming the key path where ``prefix`` is not a prefix of ``tree``.
 
@@ -123,10 +119,14 @@ def check_prefix(prefix: Any, tree: Any, *, prefix_name: str, tree_name: str) ->
     tree_paths = _leaf_paths(tree)
     for path in prefix_paths:
         if not any(candidate[: len(path)] == path for candidate in tree_paths):
-            raise ValueError(f"{_keystr(path)} is in the {prefix_name} but not in the {tree_name}")
+            raise ValueError(
+                f"{checks.key_path(path)} is in the {prefix_name} but not in the {tree_name}"
+            )
     for path in tree_paths:
         if not any(path[: len(candidate)] == candidate for candidate in prefix_paths):
-            raise ValueError(f"{_keystr(path)} is in the {tree_name} but not in the {prefix_name}")
+            raise ValueError(
+                f"{checks.key_path(path)} is in the {tree_name} but not in the {prefix_name}"
+            )
     raise ValueError(
         f"the {prefix_name} is not a prefix of the {tree_name}: they have the same key "
         f"paths but different container types: {jax.tree.structure(prefix)} vs "

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx import tree_paths, trees
+from gradtx import checks, tree_paths, trees
 from gradtx.base import Value, static_field, value_class
 
 PRECONDITIONINGS = ("frobenius", "spectral", "aol", "schatten")
@@ -188,7 +188,7 @@ def leaves_and_specs(spec: Any, tree: Any, argument: str) -> tuple[Any, list[Any
     for path, leaf in flat:
         names = tuple(tree_paths.key_name(key) for key in path)
         match = [entries[names[:n]] for n in range(len(names) + 1) if names[:n] in entries]
-        where = jax.tree_util.keystr(path) or "<root>"
+        where = checks.key_path(path)
         if leaf is not None and resolved is not None and not match:
             raise ValueError(
                 f"{where} has no entry in {argument}: give a tree of MuonDimensionNumbers "
