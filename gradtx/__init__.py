@@ -23,6 +23,7 @@ from gradtx.fused import fused_apply
 from gradtx.interop import to_optax
 from gradtx.masks import path_mask
 from gradtx.optimizer import Optimizer
+from gradtx.orbax_checkpoint import OrbaxCheckpoints
 from gradtx.registry import register
 from gradtx.schedules import (
     constant_schedule,
@@ -43,6 +44,7 @@ from gradtx.schedules import (
     warmup_rsqrt_schedule,
     wsd_schedule,
 )
+from gradtx.sharding import state_shardings
 from gradtx.state_lookup import hyperparams, tree_get
 from gradtx.transforms.accumulation import (
     ApplyEvery,
@@ -197,6 +199,7 @@ __all__ = [
     "MuonState",
     "NonNegativeParamsState",
     "Optimizer",
+    "OrbaxCheckpoints",
     "PartitionState",
     "ReduceLROnPlateauState",
     "ScaleByAdaDeltaState",
@@ -342,6 +345,7 @@ __all__ = [
     "skip_large_updates",
     "skip_not_finite",
     "sm3",
+    "state_shardings",
     "stateless",
     "stateless_with_tree_map",
     "to_config",

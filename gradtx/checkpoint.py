@@ -372,7 +372,7 @@ def _decode_leaves(entries: list[Any], name: str) -> list[tuple[str, np.ndarray]
             )
         path, dtype_name, shape, raw = entry
         where = f"{name}{capped(path)}"
-        dtype = _numeric_dtype(dtype_name, where)
+        dtype = numeric_dtype(dtype_name, where)
         if len(shape) > _MAX_NDIM or not all(type(size) is int and size >= 0 for size in shape):
             raise ValueError(
                 f"malformed array entry {where}: its shape {capped_repr(shape)} is not a list "
@@ -392,7 +392,9 @@ def _decode_leaves(entries: list[Any], name: str) -> list[tuple[str, np.ndarray]
     return leaves
 
 
-def _numeric_dtype(dtype_name: str, where: str) -> np.dtype:
+def numeric_dtype(dtype_name: str, where: str) -> np.dtype:
+    """The numeric dtype a stored name (``dtype.name``) stands for; ValueError naming
+    ``where`` for any other string (both checkpoint formats read dtypes through it)."""
     # Only canonical numeric names reach NumPy: it parses other strings as
     # record layouts, and warns about some aliases.
     try:

@@ -166,7 +166,7 @@ def squared_moment_like(params: Any, dtype: str | None = None, fill: Any = 0.0) 
 
     def like(p: jax.Array) -> jax.Array:
         stored = dtype or (jnp.float32 if p.dtype == jnp.float16 else p.dtype)
-        return jnp.full_like(p, fill, dtype=stored)
+        return trees.filled_like(p, fill, stored)
 
     return trees.leaf_map(like, params)
 

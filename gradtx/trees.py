@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.shard_alike import shard_alike
 
 
 def is_none(value: Any) -> bool:
@@ -98,6 +99,40 @@ def leaves(tree: Any) -> list[Any]:
     return [as_array(leaf) for leaf in jax.tree.leaves(tree)]
 
 
+def placed_like(reference: Any, value: jax.Array) -> jax.Array:
+    """``value`` (shaped like ``reference``), given ``reference``'s sharding.
+
+    Eagerly ``jnp.full_like`` already places its result like a concrete array.
+    Under ``jax.jit`` on a mesh with ``Auto`` axes a tracer carries no sharding,
+    and an array that does not depend on the inputs (zeros) would come out on
+    one device (Optax issue #548): a model that only fits sharded could not
+    create its state. ``shard_alike`` asks the partitioner to give ``value``
+    the sharding it gives ``reference``, so each device creates only its shard.
+    On one device, or where the sharding is in the types (``Explicit`` axes),
+    it changes nothing.
+
+    Args:
+      reference: the parameter (array or tracer).
+      value: an array of the same shape, e.g. a fresh moment.
+
+    Returns:
+      ``value``, sharded like ``reference``.
+    """
+    if isinstance(reference, jax.core.Tracer):
+        return shard_alike(reference, value)[1]
+    return value
+
+
+def filled_like(leaf: jax.Array, fill: Any, dtype: Any = None) -> jax.Array:
+    """An array shaped and sharded like ``leaf``, filled with ``fill``, in ``dtype`` or its own.
+
+    Every params-shaped state leaf gradtx creates from scratch is made here, so
+    the optimizer state is born with the parameters' shardings (see
+    :func:`placed_like`).
+    """
+    return placed_like(leaf, jnp.full_like(leaf, fill, dtype=dtype))
+
+
 def zeros_like(tree: Any, dtype: Any = None) -> Any:
-    """Zeros shaped like each non-None leaf, in ``dtype`` or the leaf's own."""
-    return leaf_map(lambda leaf: jnp.zeros_like(leaf, dtype=dtype), tree)
+    """Zeros shaped and sharded like each non-None leaf, in ``dtype`` or the leaf's own."""
+    return leaf_map(lambda leaf: filled_like(leaf, 0, dtype), tree)

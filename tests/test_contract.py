@@ -31,6 +31,9 @@ with ``h`` the first floating-point leaf of the transformation:
 9. eager results equal ``jax.jit(tx.update)``'s bit for bit (float32).
 10. None leaves pass through: the update is None where the gradient is (on the
     first example that fits the parameters with the None leaf).
+11. ``jax.eval_shape(tx.init, params)`` on abstract params gives init's tree,
+    shapes and dtypes (what ``gradtx.state_shardings`` and checkpoint restores
+    read).
 
 A transformation's eager ``update`` runs compiled (gradtx.base), so 9 is bit
 for bit. "Equal" in 2 and in the schedules' eager check means within
@@ -613,6 +616,14 @@ def check_none_leaves(case: Case) -> None:
     assert_like(new_state, state, "new state with a None leaf")
 
 
+def check_eval_shape(case: Case) -> None:
+    # What state_shardings, checkpoint restore targets and Orbax read: the state's
+    # shapes without creating it, on abstract params as on real ones.
+    run = case.need("jit")
+    abstract_params = jax.eval_shape(lambda: run.params)
+    assert_like(jax.eval_shape(case.value.init, abstract_params), run.state0, "eval_shape(init)")
+
+
 TRANSFORMATION_CHECKS = [
     ("1 jit", check_jit),
     ("7 no retrace", check_no_retrace),  # before anything else calls the step with h changed
@@ -623,6 +634,7 @@ TRANSFORMATION_CHECKS = [
     ("6 config/repr round trip", check_round_trips),
     ("8 int32 saturation", check_saturation),
     ("9 eager == jit", check_eager_equals_jit),
+    ("11 eval_shape", check_eval_shape),
 ]
 NONE_LEAF_CHECKS = [("10 None leaves", check_none_leaves)]
 

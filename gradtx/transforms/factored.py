@@ -149,7 +149,7 @@ class scale_by_factored_rms(Transformation):  # noqa: N801 - Optax's name
             placeholder = jnp.zeros((1,), p.dtype)
             dims = self._dims(p.shape)
             if dims is None:
-                return placeholder, placeholder, jnp.zeros_like(p)
+                return placeholder, placeholder, trees.filled_like(p, 0)
             second, largest = dims
             row = jnp.zeros(np.delete(p.shape, largest).tolist(), p.dtype)
             col = jnp.zeros(np.delete(p.shape, second).tolist(), p.dtype)

@@ -316,7 +316,7 @@ def orthogonalize_via_newton_schulz(
     reduction, output = matrix_axes(x, dimension_numbers, f"an array of shape {x.shape}")
     step = _step(preconditioning)
 
-    def orthogonalize(x: jax.Array) -> jax.Array:
+    def orthogonalize(x: jax.Array, ns_coeffs: jax.Array, eps: Any) -> jax.Array:
         # f(X^T) = f(X)^T: iterate on the wide orientation, whose X X^H is smaller.
         transposed = x.shape[0] > x.shape[1]
         if transposed:
@@ -341,11 +341,33 @@ def orthogonalize_via_newton_schulz(
     batch = tuple(axis for axis in range(x.ndim) if axis not in reduction + output)
     order = batch + reduction + output
     sizes = [math.prod(x.shape[axis] for axis in axes) for axes in (batch, reduction, output)]
-    grouped = x.transpose(order).reshape(sizes)
-    result = jax.vmap(orthogonalize)(grouped)
-    return result.reshape([x.shape[axis] for axis in order]).transpose(
-        tuple(int(axis) for axis in np.argsort(order))
+
+    def orthogonalize_all(x: jax.Array, ns_coeffs: jax.Array, eps: Any) -> jax.Array:
+        grouped = x.transpose(order).reshape(sizes)
+        result = jax.vmap(orthogonalize, in_axes=(0, None, None))(grouped, ns_coeffs, eps)
+        return result.reshape([x.shape[axis] for axis in order]).transpose(
+            tuple(int(axis) for axis in np.argsort(order))
+        )
+
+    explicit = _explicit_sharding(x)
+    if explicit is None:
+        return orthogonalize_all(x, ns_coeffs, eps)
+    # On a mesh with Explicit axes each matmul would have to name its output's
+    # sharding; the partitioner chooses them as on an Auto mesh (the same
+    # collectives), and the result keeps the weight's sharding.
+    return jax.sharding.auto_axes(orthogonalize_all, out_sharding=explicit.spec)(
+        x, ns_coeffs, jnp.asarray(eps)
     )
+
+
+def _explicit_sharding(x: jax.Array) -> Any:
+    """``x``'s sharding when it is part of its type (a mesh with Explicit axes), else None."""
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    axis_types = getattr(mesh, "axis_types", ())
+    if any(kind == jax.sharding.AxisType.Explicit for kind in axis_types):
+        return sharding
+    return None
 
 
 # ---------------------------------------------------------------- scale_by_muon

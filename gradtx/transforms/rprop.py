@@ -108,7 +108,7 @@ class scale_by_rprop(Transformation):  # noqa: N801 - Optax's name
 
     def init(self, params: Params) -> OptState:
         return ScaleByRpropState(
-            step_sizes=trees.leaf_map(lambda p: jnp.full_like(p, self.learning_rate), params),
+            step_sizes=trees.leaf_map(lambda p: trees.filled_like(p, self.learning_rate), params),
             prev_updates=trees.zeros_like(params),
         )
 
