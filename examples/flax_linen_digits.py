@@ -2,6 +2,9 @@
 
 The learning rate decays exponentially, and weight decay skips biases and
 LayerNorm scales (a ``path_mask``, which also makes the optimizer serializable).
+``gradtx.flax.TrainState`` is Flax's TrainState with gradtx's one-pass step
+(where it applies) and the optimizer as data (a new learning rate does not
+retrace); ``flax.training.train_state.TrainState`` works the same way with it.
 
 Run: python examples/flax_linen_digits.py [--epochs 2]
 """
@@ -16,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from _digits import batches, load, parse_args
-from flax.training import train_state
 from tqdm import tqdm
 
 import gradtx
+from gradtx.flax import TrainState
 
 BATCH_SIZE = 32
 
@@ -35,7 +38,7 @@ class CNN(nn.Module):
 
 
 @jax.jit
-def train_step(state: train_state.TrainState, images: jax.Array, labels: jax.Array):
+def train_step(state: TrainState, images: jax.Array, labels: jax.Array):
     def loss_fn(params):
         logits = state.apply_fn({"params": params}, images)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -45,7 +48,7 @@ def train_step(state: train_state.TrainState, images: jax.Array, labels: jax.Arr
 
 
 @jax.jit
-def accuracy(state: train_state.TrainState, images: jax.Array, labels: jax.Array) -> jax.Array:
+def accuracy(state: TrainState, images: jax.Array, labels: jax.Array) -> jax.Array:
     logits = state.apply_fn({"params": state.params}, images)
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
@@ -65,7 +68,7 @@ def main() -> float:
     print(tx)
     model = CNN()
     params = model.init(jax.random.PRNGKey(args.seed), train_x[:1])["params"]
-    state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
     rng = np.random.default_rng(args.seed)
     progress = tqdm(range(args.epochs), desc="epochs")

@@ -202,11 +202,25 @@ def command_compare(args: argparse.Namespace, outputs: OutputFolder) -> int:
         f"\nseconds: wall time per run to reach the target (steps x time per step); "
         f"gap: how much worse {task.score_name} is on test than on train"
     )
+    _print_time_split(
+        sum(entry.curves.compile_seconds for entry in entries),
+        sum(entry.curves.run_seconds for entry in entries),
+        args.compile_cache,
+    )
     staging = outputs.staging()
     report.write_compare_data(staging, task, entries, rows)
     report.plot_compare(staging / "compare.png", task, entries)
     _print_written(outputs.commit())
     return 0
+
+
+def _print_time_split(compile_seconds: float, train_seconds: float, cache: Any) -> None:
+    where = (
+        f"compiled programs cached in {cache} for the next run"
+        if cache is not None
+        else "compile cache off"
+    )
+    print(f"time: compile {compile_seconds:.1f} s, train {train_seconds:.1f} s ({where})")
 
 
 def _print_written(paths: list[pathlib.Path]) -> None:
@@ -284,7 +298,8 @@ def command_sweep(args: argparse.Namespace, outputs: OutputFolder) -> int:
     )
     result = run_sweep(task, trials, optimizers, seeds=seeds, steps=steps, eval_every=eval_every)
     print(report.sweep_table(task, result))
-    print(f"\ncompile {result.curves.compile_seconds:.1f} s, run {result.curves.run_seconds:.1f} s")
+    print()
+    _print_time_split(result.curves.compile_seconds, result.curves.run_seconds, args.compile_cache)
     best = result.ranking(task.higher_is_better)[0]
     staging = outputs.staging()
     save_config(optimizers[best], staging / "best.yaml")
@@ -426,6 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
             "(default runs/<time>-<cmd>)",
         )
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        sub.add_argument(
+            "--no-compile-cache",
+            action="store_true",
+            help="do not keep compiled programs on disk for the next run (default: kept in "
+            "~/.cache/gradtx/jax or $GRADTX_CACHE_DIR/jax; GRADTX_COMPILE_CACHE=off also "
+            "turns it off)",
+        )
 
     compare = commands.add_parser("compare", help="train with several optimizers and seeds")
     common(compare)
@@ -517,6 +539,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         command = f"gradtx {args.command}"
         outputs = OutputFolder(args.out, args.command)
+        from gradtx.experiments import compile_cache
+
+        args.compile_cache = None if args.no_compile_cache else compile_cache.enable()
         return int(args.run(args, outputs))
     except UsageError as error:
         message, code = f"error: {error}", 2

@@ -167,7 +167,7 @@ def digest_path(library: Path) -> Path:
 # Trust: who may have written a file or directory.
 
 
-def _unsafe_reason(info: os.stat_result) -> str | None:
+def unsafe_reason(info: os.stat_result) -> str | None:
     """Why a file or directory with status ``info`` must not be trusted, or None.
 
     Trusted means owned by this (effective) user and writable by nobody else.
@@ -198,7 +198,7 @@ def _private_directory() -> Path:
     directory = cache_dir()
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        reason = _unsafe_reason(directory.stat())
+        reason = unsafe_reason(directory.stat())
     except OSError as error:
         reason = f"it cannot be created ({error.strerror or error})"
     if reason is None:
@@ -244,7 +244,7 @@ def _read_private(path: Path, limit: int = -1) -> bytes:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
             raise _UntrustedError("it is not a regular file")
-        reason = _unsafe_reason(info)
+        reason = unsafe_reason(info)
         if reason is not None:
             raise _UntrustedError(reason)
         with os.fdopen(descriptor, "rb", closefd=False) as file:

@@ -48,7 +48,11 @@ def test_argparse_rejects_unknown_commands():
 
 
 @pytest.mark.parametrize("task", ["digits", "text", "cartpole"])
-def test_compare_short_run(task, tmp_path, capsys):
+def test_compare_short_run(task, tmp_path, capsys, monkeypatch):
+    # With the environment's switch unset, --no-compile-cache alone keeps the cache off
+    # (test_compile_cache.py runs the command with the cache on).
+    monkeypatch.delenv("GRADTX_COMPILE_CACHE")
+    monkeypatch.setenv("GRADTX_CACHE_DIR", str(tmp_path / "cache"))
     config = tmp_path / "mine.yaml"
     gradtx.save_config(gradtx.sgd(0.05, momentum=0.9), config)
     out = tmp_path / "run"
@@ -68,11 +72,14 @@ def test_compare_short_run(task, tmp_path, capsys):
             str(config),
             "--out",
             str(out),
+            "--no-compile-cache",
         ]
     )
     assert code == 0
     printed = capsys.readouterr().out
     assert "adam" in printed and "mine" in printed
+    assert "time: compile " in printed and "(compile cache off)" in printed
+    assert not (tmp_path / "cache").exists()
     results = json.loads((out / "results.json").read_text())
     assert [row["optimizer"] for row in results["summary"]] == ["adam", "mine"]
     assert (out / "compare.png").stat().st_size > 10_000
