@@ -19,8 +19,10 @@ optimizer or another tree of arrays, naming the first difference.
 A step directory holds two Orbax items: ``arrays`` (``{"params": ...,
 "state": ...}``, saved with their shardings) and ``gradtx``, a JSON record of
 the format version, the step, ``to_config(tx)``, ``repr(tx)`` and the key path,
-dtype and shape of every array. Restoring reads and checks the record before
-touching any array.
+dtype, shape and 32-bit fingerprint (:mod:`gradtx.fingerprints`) of every
+array. Restoring reads and checks the record before touching any array, and
+compares the restored arrays' fingerprints with it (Orbax keeps no checksum of
+the bytes, so a corrupted data file would otherwise restore wrong numbers).
 
 Orbax makes the saves atomic and multi-host: every process calls ``save`` and
 ``restore``; the arrays go to a temporary directory that the primary process
@@ -54,6 +56,7 @@ from gradtx.checkpoint import (
 from gradtx.checkpoint_files import CheckpointError
 from gradtx.checks import capped, capped_repr
 from gradtx.config import to_config
+from gradtx.fingerprints import fingerprints
 from gradtx.sharding import state_shardings
 
 PathLike = str | os.PathLike[str]
@@ -71,6 +74,7 @@ _RECORD_FIELDS = {
     "tx": str,
     "params": list,
     "state": list,
+    "fingerprints": dict,
 }
 
 
@@ -168,7 +172,9 @@ class OrbaxCheckpoints:
         once the arrays are copied off the devices, so the next training step
         may donate or overwrite them; the files are written in the background
         and the step appears in :meth:`all_steps` once complete. A save first
-        waits for the previous background save to finish.
+        waits for the previous background save to finish, and computes every
+        array's fingerprint (one pass on the devices, a number per array to
+        the host) before it returns.
 
         Args:
           step: the training step, >= 0, not saved yet in this directory.
@@ -210,6 +216,11 @@ class OrbaxCheckpoints:
             "tx": repr(self._tx),
             "params": params_record,
             "state": state_record,
+            # Orbax keeps no checksum of the bytes: restore compares these.
+            "fingerprints": {
+                "params": _fingerprints_by_path(params),
+                "state": _fingerprints_by_path(state),
+            },
         }
         ocp = self._ocp
         args = ocp.args.Composite(
@@ -304,6 +315,8 @@ class OrbaxCheckpoints:
         except Exception as error:  # Orbax and TensorStore raise many types
             raise _damaged(where, f"its {_ARRAYS!r} item cannot be read", error) from None
         _check_restored(restored, target, where)
+        for name in ("params", "state"):
+            _check_fingerprints(restored[name], record["fingerprints"], name, where)
         return Checkpoint(
             params=restored["params"], state=restored["state"], step=step, config=record["config"]
         )
@@ -434,6 +447,25 @@ def _shape_of(leaf: Any, name: str, path: str) -> jax.ShapeDtypeStruct:
             f"{capped_repr(leaf)}"
         ) from None
     return shape
+
+
+def _fingerprints_by_path(tree: Any) -> dict[str, int]:
+    paths = [path for path, _ in leaves_with_paths(tree)]
+    return dict(zip(paths, fingerprints(tree)))
+
+
+def _check_fingerprints(tree: Any, recorded: dict[str, Any], name: str, where: str) -> None:
+    """Raises CheckpointError naming the first array whose bytes changed since the save."""
+    stored = recorded.get(name)
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{where} is damaged: its record has no {name} fingerprints")
+    for path, value in _fingerprints_by_path(tree).items():
+        if stored.get(path) != value:
+            raise CheckpointError(
+                f"{where} is damaged: the array {name}{capped(path)} does not match the "
+                "fingerprint recorded when it was saved (its data files were changed or "
+                "corrupted)"
+            )
 
 
 def _recorded_leaves(entries: list[Any], name: str) -> list[tuple[str, jax.ShapeDtypeStruct]]:

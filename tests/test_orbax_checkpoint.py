@@ -342,6 +342,10 @@ def claim_bfloat16_kernel(record):
             lambda step: shutil.rmtree(step / "arrays"),
             r"the metadata of its 'arrays' item cannot be read",
         ),
+        (
+            lambda step: rewrite_record(step, lambda record: record.update(fingerprints={})),
+            "its record has no params fingerprints",
+        ),
         pytest.param(
             truncate_largest_array_file,
             r"its 'arrays' item cannot be read \(ValueError",
@@ -357,6 +361,7 @@ def claim_bfloat16_kernel(record):
         "record-field",
         "record-entry",
         "arrays-deleted",
+        "fingerprints-missing",
         "array-truncated",
     ],
 )
@@ -371,6 +376,27 @@ def test_a_damaged_step_gives_a_checkpoint_error(tmp_path, damage, message):
             checkpoints.restore(params)
     assert f"step 1 in {tmp_path}" in str(raised.value)
     gc.collect()  # here, not in a later test: see the array-truncated case
+
+
+@pytest.mark.parametrize("where", [0.3, 0.5, 0.7])
+def test_a_flipped_bit_in_an_array_file_is_refused_by_its_fingerprint(tmp_path, where):
+    # The data still decompresses: without the fingerprint, wrong numbers would restore.
+    params = {"w": jnp.linspace(0.0, 1.0, 65536).reshape(256, 256)}
+    tx = gradtx.sgd(0.1)
+    with OrbaxCheckpoints(tmp_path, tx) as checkpoints:
+        checkpoints.save(1, params, tx.init(params))
+    files = [path for path in (tmp_path / "1" / "arrays").rglob("d/*") if path.is_file()]
+    largest = max(files, key=lambda path: path.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    data[int(len(data) * where)] ^= 0x10
+    largest.write_bytes(bytes(data))
+    with OrbaxCheckpoints(tmp_path, tx) as checkpoints:
+        with pytest.raises(
+            gradtx.CheckpointError,
+            match=r"the array params\['w'\] does not match the fingerprint recorded when it was "
+            "saved",
+        ):
+            checkpoints.restore(params)
 
 
 def test_a_record_that_disagrees_with_the_stored_arrays_is_refused(tmp_path):
