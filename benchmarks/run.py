@@ -1,6 +1,6 @@
 """Runs the performance benchmarks, prints their tables and writes them as JSON.
 
-    python -m benchmarks.run [--quick] [--only step,compile,memory,model,optimizer]
+    python -m benchmarks.run [--quick] [--only step,compile,memory,model,trainstate,optimizer]
                              [--out benchmarks/results/performance.json]
 
 Run it from the repository root after ``pip install -e '.[bench]'`` (torch is
@@ -17,9 +17,9 @@ import pathlib
 import time
 from typing import Any
 
-from benchmarks import common, compile_time, memory, model, step_time
+from benchmarks import common, compile_time, memory, model, step_time, train_state
 
-SECTIONS = ("step", "compile", "memory", "model", "optimizer")
+SECTIONS = ("step", "compile", "memory", "model", "trainstate", "optimizer")
 
 
 def optimizer_section(quick: bool) -> dict[str, Any] | None:
@@ -75,6 +75,9 @@ def main() -> None:
     if "model" in sections:
         print("\n== a model-sized tree: AdamW on a small transformer")
         report["model"] = model.run(args.quick)
+    if "trainstate" in sections:
+        print("\n== Flax TrainState.apply_gradients, AdamW, jit + donation (ms per step)")
+        report["trainstate"] = train_state.run(args.quick)
     if "optimizer" in sections:
         print("\n== gradtx.Optimizer.step against a hand-written jitted step")
         report["optimizer"] = optimizer_section(args.quick)
