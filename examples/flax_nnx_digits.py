@@ -2,6 +2,8 @@
 
 The same model and optimizer as flax_linen_digits.py: the learning rate decays
 exponentially, and weight decay skips biases and LayerNorm scales.
+``gradtx.flax.Optimizer`` is ``nnx.Optimizer`` with gradtx's one-pass step where
+it applies; ``nnx.Optimizer`` itself works the same way with a gradtx optimizer.
 
 Run: python examples/flax_nnx_digits.py [--epochs 2]
 """
@@ -19,6 +21,7 @@ from flax import nnx
 from tqdm import tqdm
 
 import gradtx
+from gradtx.flax import Optimizer
 
 BATCH_SIZE = 32
 
@@ -38,7 +41,7 @@ class CNN(nnx.Module):
 
 
 @nnx.jit
-def train_step(model: CNN, optimizer: nnx.Optimizer, images: jax.Array, labels: jax.Array):
+def train_step(model: CNN, optimizer: Optimizer, images: jax.Array, labels: jax.Array):
     def loss_fn(model: CNN) -> jax.Array:
         logits = model(images)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -67,7 +70,7 @@ def main() -> float:
     )
     print(tx)
     model = CNN(nnx.Rngs(args.seed))
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    optimizer = Optimizer(model, tx, wrt=nnx.Param)  # nnx.Optimizer with the one-pass step
 
     rng = np.random.default_rng(args.seed)
     progress = tqdm(range(args.epochs), desc="epochs")

@@ -1,8 +1,9 @@
-"""Flax's ``TrainState`` with gradtx's one-pass step and the optimizer as data.
+"""Flax's ``TrainState`` and ``nnx.Optimizer`` with gradtx's one-pass step.
 
 ``from gradtx.flax import TrainState`` is a drop-in for
-``flax.training.train_state.TrainState`` (it needs Flax installed, as the
-``examples`` extra does). Two things change:
+``flax.training.train_state.TrainState``, and ``gradtx.flax.Optimizer`` for
+``flax.nnx.Optimizer`` (both need Flax installed, as the ``examples`` extra
+does). In ``TrainState`` two things change:
 
 - ``apply_gradients`` runs :func:`gradtx.fused_apply`: the one-pass native
   step where it applies (AdamW and its family on float32 params on one CPU
@@ -12,11 +13,15 @@
   of the state, so ``state.replace(tx=dataclasses.replace(state.tx,
   learning_rate=3e-4))`` changes the learning rate inside a jitted step
   without tracing it again (Flax's keeps ``tx`` static, so any change retraces).
+
+``Optimizer.update`` runs :func:`gradtx.fused_apply` too; its ``tx`` stays a
+static attribute, as in nnx.
 """
 
 from typing import Any
 
-from flax import struct
+import jax
+from flax import nnx, struct
 from flax.linen.fp8_ops import OVERWRITE_WITH_GRADIENT
 from flax.training import train_state
 
@@ -122,3 +127,65 @@ class TrainState(train_state.TrainState):
             opt_state=opt_state,
             **kwargs,
         )
+
+
+class Optimizer(nnx.Optimizer):
+    """``flax.nnx.Optimizer`` whose ``update`` is :func:`gradtx.fused_apply`.
+
+    Built and called exactly as nnx's (``Optimizer(model, tx, wrt=nnx.Param)``,
+    ``optimizer.update(model, grads)`` inside ``nnx.jit``); the params and
+    state it produces are bit for bit those of ``nnx.Optimizer`` with the same
+    gradtx ``tx``, through the one-pass native step where it applies. Extra
+    arguments for ``tx.update`` (``value=loss``) take nnx's plain path.
+
+    Args:
+      model: the nnx module.
+      tx: a gradtx optimizer.
+      wrt: which variables to train (``nnx.Param``), as in nnx.
+      **kwargs: other arguments of ``nnx.Optimizer`` (``graph=``).
+
+    Raises:
+      TypeError: if ``tx`` is not a gradtx transformation.
+
+    Example:
+      >>> import gradtx, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+      >>> from gradtx.flax import Optimizer
+      >>> optimizer = Optimizer(model, gradtx.adamw(1e-3), wrt=nnx.Param)
+      >>> grads = nnx.grad(lambda m: jnp.sum(m(jnp.ones((1, 3)))))(model)
+      >>> _ = optimizer.update(model, grads)
+      >>> int(optimizer.step[...])
+      1
+    """
+
+    def __init__(self, model: Any, tx: Any, *, wrt: Any, **kwargs: Any) -> None:
+        if not isinstance(tx, Value):
+            raise TypeError(
+                f"gradtx.flax.Optimizer needs a gradtx optimizer, got {capped_repr(tx)}; use "
+                "flax.nnx.Optimizer for an Optax one"
+            )
+        super().__init__(model, tx, wrt=wrt, **kwargs)
+
+    def update(self, model: Any, grads: Any, /, **kwargs: Any) -> Any:
+        """Applies one step to ``model``'s ``wrt`` variables and the state; ``step`` + 1.
+
+        Args:
+          model: the module being trained.
+          grads: its gradients (``nnx.grad``).
+          **kwargs: extra arguments of ``tx.update``; with any, nnx's plain path runs.
+
+        Returns:
+          What was added to the parameters (new minus old values: it is
+          computed only if used under ``jit``), shaped like them.
+        """
+        if kwargs:
+            return super().update(model, grads, **kwargs)
+        graph = getattr(self, "graph", None)
+        params = nnx.as_pure(nnx.state(model, self.wrt, graph=graph))
+        gradients = nnx.as_pure(nnx.state(grads, self.wrt, graph=graph))
+        new_params, new_state = fused_apply(self.tx, params, nnx.as_pure(self.opt_state), gradients)
+        nnx.update(model, new_params)
+        nnx.update(self.opt_state, nnx.state(new_state, graph=graph))
+        self.step[...] += 1
+        return jax.tree.map(lambda new, old: new - old, new_params, params)

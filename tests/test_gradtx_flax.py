@@ -1,4 +1,4 @@
-"""gradtx.flax.TrainState: Flax's TrainState with the one-pass step and tx as data."""
+"""gradtx.flax: Flax's TrainState (one-pass step, tx as data) and nnx.Optimizer (one-pass step)."""
 
 import dataclasses
 
@@ -8,10 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 from flax.linen.fp8_ops import OVERWRITE_WITH_GRADIENT
 from flax.training import train_state
 
 import gradtx
+from gradtx.flax import Optimizer as GradtxNnxOptimizer
 from gradtx.flax import TrainState
 from gradtx.fused import build
 
@@ -134,3 +136,69 @@ def test_a_subclass_with_batch_stats_works_as_with_flax():
     new = state.apply_gradients(grads=grads, batch_stats={"mean": jnp.ones(2)})
     np.testing.assert_array_equal(new.batch_stats["mean"], np.ones(2))
     assert int(new.step) == 1
+
+
+# ---------------------------------------------------------------- nnx
+
+
+class Net(nnx.Module):
+    def __init__(self, rngs):
+        self.hidden = nnx.Linear(16, 32, rngs=rngs)
+        self.out = nnx.Linear(32, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(jax.nn.relu(self.hidden(x)))
+
+
+def nnx_run(optimizer_class, steps=3):
+    model = Net(nnx.Rngs(0))
+    optimizer = optimizer_class(model, TX, wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer):
+        grads = nnx.grad(lambda m: jnp.mean((m(X) - Y) ** 2))(model)
+        optimizer.update(model, grads)
+
+    for _ in range(steps):
+        step(model, optimizer)
+    return model, optimizer
+
+
+def test_nnx_optimizer_equals_nnx_bit_for_bit():
+    # Both keep tx static: the same constants, so the one-pass step must be exact.
+    ours_model, ours = nnx_run(GradtxNnxOptimizer)
+    their_model, theirs = nnx_run(nnx.Optimizer)
+    assert int(ours.step[...]) == int(theirs.step[...]) == 3
+    assert_identical(nnx.state(ours_model, nnx.Param), nnx.state(their_model, nnx.Param))
+    assert_identical(nnx.state(ours.opt_state), nnx.state(theirs.opt_state))
+
+
+@pytest.mark.skipif(not NATIVE, reason="no C++ compiler or native kernel disabled")
+def test_nnx_optimizer_takes_the_one_pass_step():
+    model = Net(nnx.Rngs(0))
+    optimizer = GradtxNnxOptimizer(model, TX, wrt=nnx.Param)
+    graph, state = nnx.split((model, optimizer))
+
+    def step(state):
+        model, optimizer = nnx.merge(graph, state)
+        optimizer.update(model, nnx.grad(lambda m: jnp.mean((m(X) - Y) ** 2))(model))
+        return nnx.state((model, optimizer))
+
+    assert "gradtx_adam" in jax.jit(step).lower(state).as_text()
+
+
+def test_nnx_optimizer_returns_the_applied_change_and_refuses_optax():
+    model = Net(nnx.Rngs(0))
+    before = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+    optimizer = GradtxNnxOptimizer(model, gradtx.sgd(0.5), wrt=nnx.Param)
+    grads = jax.tree.map(jnp.ones_like, nnx.state(model, nnx.Param))
+    change = optimizer.update(model, grads)
+    for delta in jax.tree.leaves(change):
+        np.testing.assert_allclose(np.asarray(delta), -0.5, rtol=1e-6)
+    after = nnx.state(model, nnx.Param)
+    for b, a in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b) - 0.5, rtol=1e-6)
+    with pytest.raises(
+        TypeError, match=r"needs a gradtx optimizer, got .*; use flax.nnx.Optimizer"
+    ):
+        GradtxNnxOptimizer(model, optax.adam(1e-3), wrt=nnx.Param)
