@@ -105,7 +105,7 @@ def save_checkpoint(
     path = pathlib.Path(path)
     config = json.dumps(to_config(tx), sort_keys=True)
     params_leaves, state_leaves = host_leaves(params), host_leaves(state)
-    _check_state_fits(state_leaves, tx, params, path)
+    check_state_fits(state_leaves, tx, params, f"cannot save {path}")
     payload = msgpack.packb(
         {
             "step": step,
@@ -120,16 +120,23 @@ def save_checkpoint(
     return path
 
 
-def _check_state_fits(
-    state_leaves: list[tuple[str, np.ndarray]],
-    tx: Transformation,
-    params: Params,
-    path: pathlib.Path,
+def check_state_fits(
+    state_leaves: list[tuple[str, Any]], tx: Transformation, params: Params, where: str
 ) -> None:
     """Refuses to save a state that restoring with ``tx`` and ``params`` would refuse.
 
     The same check as restoring (key paths, shapes and dtypes against
     ``tx.init``), so a state that saves also restores; weak types do not count.
+    Both checkpoint formats run it before writing anything.
+
+    Args:
+      state_leaves: the state's ``(key path, array or ShapeDtypeStruct)`` pairs.
+      tx: the optimizer.
+      params: the parameters (arrays or ``ShapeDtypeStruct``).
+      where: what is being saved, for the message (``"cannot save run.ckpt"``).
+
+    Raises:
+      CheckpointError: naming the first key path that differs.
     """
     expected = f"{capped(repr(tx))}.init(params)"
     try:
@@ -142,7 +149,7 @@ def _check_state_fits(
         )
     except ValueError as error:
         raise CheckpointError(
-            f"cannot save {path}: the state does not belong to the given tx and params: "
+            f"{where}: the state does not belong to the given tx and params: "
             f"{error}. Pass the state that tx.init(params) and tx.update return"
         ) from None
 

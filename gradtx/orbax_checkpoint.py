@@ -48,6 +48,7 @@ from gradtx.base import OptState, Params, Transformation
 from gradtx.checkpoint import (
     Checkpoint,
     check_config,
+    check_state_fits,
     check_step,
     fit_leaves,
     leaves_with_paths,
@@ -194,20 +195,12 @@ class OrbaxCheckpoints:
         step = check_step(step)
         params_record = _leaf_record(params, "params")
         state_record = _leaf_record(state, "state")
-        try:
-            fit_leaves(
-                _recorded_leaves(state_record, "state"),
-                jax.eval_shape(self._tx.init, params),
-                name="state",
-                source="the state",
-                target=f"{capped(repr(self._tx))}.init(params)",
-            )
-        except ValueError as error:
-            raise CheckpointError(
-                f"cannot save step {step} in {self._directory}: the state does not belong to "
-                f"the given tx and params: {error}. Pass the state that tx.init(params) and "
-                "tx.update return"
-            ) from None
+        check_state_fits(
+            _recorded_leaves(state_record, "state"),
+            self._tx,
+            params,
+            f"cannot save step {step} in {self._directory}",
+        )
         record = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,

@@ -12,22 +12,10 @@ import jax.numpy as jnp
 import msgpack
 import numpy as np
 import pytest
+from checkpoint_cases import TX, make_params
 from checkpoint_scripts import WrappedFile, halfway_save
 
 import gradtx
-
-TX = gradtx.adamw(
-    learning_rate=gradtx.exponential_decay(0.05, transition_steps=3, decay_rate=0.7),
-    weight_decay=1e-2,
-    mask=gradtx.path_mask(exclude=[r"bias$"]),
-)
-
-
-def make_params():
-    return {
-        "dense": {"kernel": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "bias": jnp.zeros(4)},
-        "head": {"kernel": jnp.ones((4, 2)), "bias": jnp.full(2, 0.5, jnp.bfloat16)},
-    }
 
 
 def saved(tmp_path, tx=TX, step=7, name="run.ckpt"):

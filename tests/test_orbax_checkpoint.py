@@ -13,24 +13,11 @@ import threading
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
+from checkpoint_cases import TX, assert_bit_equal, make_params
 
 import gradtx
 from gradtx.orbax_checkpoint import OrbaxCheckpoints
-
-TX = gradtx.adamw(
-    learning_rate=gradtx.exponential_decay(0.05, transition_steps=3, decay_rate=0.7),
-    weight_decay=1e-2,
-    mask=gradtx.path_mask(exclude=[r"bias$"]),
-)
-
-
-def make_params():
-    return {
-        "dense": {"kernel": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "bias": jnp.zeros(4)},
-        "head": {"kernel": jnp.ones((4, 2)), "bias": jnp.full(2, 0.5, jnp.bfloat16)},
-    }
 
 
 @jax.jit
@@ -47,14 +34,6 @@ def trained(steps):
     for _ in range(steps):
         params, state = train_step(params, state)
     return params, state
-
-
-def assert_bit_equal(restored, saved):
-    assert jax.tree.structure(restored) == jax.tree.structure(saved)
-    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(saved)):
-        got, want = np.asarray(got), np.asarray(want)
-        assert got.dtype == want.dtype and got.shape == want.shape
-        assert got.tobytes() == want.tobytes()
 
 
 def step_directories(directory):

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from checkpoint_cases import assert_bit_equal
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from sharded_cases import data_model_mesh
 
@@ -98,14 +99,6 @@ def auto_mesh(shape, names, devices):
 def four_device_mesh():
     """4 of the 8 devices as 2 x 2, ("data", "model")."""
     return auto_mesh((2, 2), ("data", "model"), jax.devices()[:4])
-
-
-def assert_bit_equal(restored, saved):
-    assert jax.tree.structure(restored) == jax.tree.structure(saved)
-    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(saved)):
-        got, want = np.asarray(got), np.asarray(want)
-        assert got.dtype == want.dtype and got.shape == want.shape
-        assert got.tobytes() == want.tobytes()
 
 
 def assert_placed(tree, shardings):
