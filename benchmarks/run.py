@@ -1,6 +1,7 @@
 """Runs the performance benchmarks, prints their tables and writes them as JSON.
 
     python -m benchmarks.run [--quick] [--only step,compile,memory,model,trainstate,optimizer]
+                             [--optimizers sgd_momentum,adam,...]
                              [--out benchmarks/results/performance.json]
 
 Run it from the repository root after ``pip install -e '.[bench]'`` (torch is
@@ -44,6 +45,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, no 3,000 leaves")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument(
+        "--optimizers",
+        default=",".join(step_time.OPTIMIZERS),
+        help="comma-separated rows of the step table",
+    )
+    parser.add_argument(
         "--out",
         type=pathlib.Path,
         default=pathlib.Path(__file__).parent / "results" / "performance.json",
@@ -53,6 +59,12 @@ def main() -> None:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    optimizers = tuple(o.strip() for o in args.optimizers.split(",") if o.strip())
+    unknown = set(optimizers) - set(step_time.OPTIMIZERS)
+    if unknown:
+        parser.error(
+            f"unknown optimizers {sorted(unknown)}; choose from {', '.join(step_time.OPTIMIZERS)}"
+        )
 
     report: dict[str, Any] = {"machine": common.machine(), "quick": args.quick}
     started = time.perf_counter()
@@ -65,7 +77,7 @@ def main() -> None:
     if "step" in sections:
         print("\n== step time, 10M f32 params, jit + donation (ms per step; ratio = fused / optax)")
         step_time.print_header()
-        report["step"] = step_time.run(args.quick)
+        report["step"] = step_time.run(args.quick, optimizers)
     if "compile" in sections:
         print("\n== compile time of an AdamW step (trace + lower + compile, seconds)")
         report["compile"] = compile_time.run(args.quick)

@@ -10,9 +10,11 @@ alternation (see common.race). Reported per step:
   computes nothing, for scale.
 - in one jit: ten steps inside one ``lax.fori_loop``, the optimizer's cost
   without the per-call overhead.
-- roofline: bytes that must move (28 per parameter for Adam(W), 20 for SGD
-  with momentum) / step time / the machine's in-place bandwidth, measured by
-  a donated ``x + y`` on 10M f32 (12 bytes per element) raced with the steps.
+- roofline: bytes that must move (common.BYTES_PER_PARAM: 28 per parameter
+  for Adam(W), 20 for SGD with momentum, Lion and RMSProp, 32 for the
+  transformer recipe) / step time / the machine's in-place bandwidth,
+  measured by a donated ``x + y`` on 10M f32 (12 bytes per element) raced
+  with the steps.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import jax
 import gradtx
 from benchmarks import common
 
-OPTIMIZERS = ("sgd_momentum", "adam", "adamw")
+OPTIMIZERS = tuple(common.OPTIMIZERS)  # the table's rows, in this order
 LEAF_COUNTS = (10, 100, 1000)
 STEPS_IN_LOOP = 10
 
@@ -95,10 +97,19 @@ def measure(name: str, leaves: int, rounds: int, steps: int) -> dict[str, Any]:
     }
 
 
-def run(quick: bool) -> list[dict[str, Any]]:
+def run(quick: bool, optimizers: tuple[str, ...] = OPTIMIZERS) -> list[dict[str, Any]]:
+    """Measures and prints one row per optimizer and leaf count.
+
+    Args:
+      quick: fewer rounds and steps per block, for a smoke test.
+      optimizers: names from ``OPTIMIZERS``, measured in this order.
+
+    Returns:
+      The rows, as :func:`measure` makes them.
+    """
     rounds, steps = (5, 3) if quick else (21, 6)
     results = []
-    for name in OPTIMIZERS:
+    for name in optimizers:
         for leaves in LEAF_COUNTS:
             row = measure(name, leaves, rounds, steps)
             results.append(row)
@@ -108,7 +119,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
 def print_header() -> None:
     print(
-        f"{'optimizer':13} {'leaves':>6} {'fused ms':>9} {'optax ms':>9} {'ratio':>6} "
+        f"{'optimizer':18} {'leaves':>6} {'fused ms':>9} {'optax ms':>9} {'ratio':>6} "
         f"{'roofline':>8} {'GB/s':>5} {'floor ms':>9} {'1-jit ratio':>11} "
         f"{'torch fused':>11} {'torch foreach':>13}"
     )
@@ -121,7 +132,7 @@ def print_row(row: dict[str, Any]) -> None:
         return f"{times[key] * 1e3:.2f}" if key in times else "-"
 
     print(
-        f"{row['optimizer']:13} {row['leaves']:6d} {ms('gradtx.fused_apply'):>9} "
+        f"{row['optimizer']:18} {row['leaves']:6d} {ms('gradtx.fused_apply'):>9} "
         f"{ms('optax'):>9} {row['ratio_fused_to_optax']:6.2f} {row['roofline_fused']:8.2f} "
         f"{row['bandwidth_bytes_per_s'] / 1e9:5.0f} "
         f"{ms('dispatch floor'):>9} {row['ratio_fused_to_optax_in_one_jit']:11.2f} "

@@ -82,9 +82,9 @@ def test_steps_equal_flax_train_state_to_a_rounding():
 def test_apply_gradients_takes_the_one_pass_step():
     state = TrainState.create(apply_fn=MODEL.apply, params=initial_params(), tx=TX)
     text = jax.jit(train_step).lower(state, X, Y).as_text()
-    assert "gradtx_adam" in text
+    assert "GradtxStep_" in text
     flax_state = train_state.TrainState.create(apply_fn=MODEL.apply, params=initial_params(), tx=TX)
-    assert "gradtx_adam" not in jax.jit(train_step).lower(flax_state, X, Y).as_text()
+    assert "GradtxStep_" not in jax.jit(train_step).lower(flax_state, X, Y).as_text()
 
 
 def test_a_new_learning_rate_does_not_retrace_and_is_used():
@@ -184,7 +184,7 @@ def test_nnx_optimizer_takes_the_one_pass_step():
         optimizer.update(model, nnx.grad(lambda m: jnp.mean((m(X) - Y) ** 2))(model))
         return nnx.state((model, optimizer))
 
-    assert "gradtx_adam" in jax.jit(step).lower(state).as_text()
+    assert "GradtxStep_" in jax.jit(step).lower(state).as_text()
 
 
 def test_nnx_optimizer_returns_the_applied_change_and_refuses_optax():

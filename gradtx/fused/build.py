@@ -1,10 +1,11 @@
-"""Builds the native CPU kernel at first use and registers it with XLA.
+"""Builds the native CPU kernels at first use and registers them with XLA.
 
-``kernel.cc`` is compiled with the machine's C++ compiler and ``-march=native``,
-so the library must be built on the machine that runs it: it is built lazily,
-once, into a per-user cache directory, under a name derived from everything
-that could change the binary (the source, the flags, the compiler, jaxlib and
-the CPU's features).
+Each kernel is C++ generated from an optimizer step (``codegen.py``) around
+the shared ``runtime.h``. It is compiled with the machine's C++ compiler and
+``-march=native``, so a library must be built on the machine that runs it: it
+is built lazily, once per kind of step, into a per-user cache directory, under
+a name derived from everything that could change the binary (the generated
+source, the runtime, the flags, the compiler, jaxlib and the CPU's features).
 
 Loading a library runs its code (its constructors run inside ``dlopen``), so
 gradtx loads only a library it built itself, from a directory only this user
@@ -34,8 +35,8 @@ can write:
   swap it in between could write the private directory, that is, is this user.
 
 If there is no compiler, the build fails or ``GRADTX_DISABLE_NATIVE`` is set,
-:func:`load` returns False (with one logged warning for a failure) and
-:func:`gradtx.fused_apply` takes the plain XLA path.
+:func:`load` and :func:`register` return False (with one logged warning for
+a failure) and :func:`gradtx.fused_apply` takes the plain XLA path.
 """
 
 import atexit
@@ -59,12 +60,14 @@ import jaxlib
 
 from gradtx.checkpoint_files import fsync_directory
 from gradtx.checks import capped
+from gradtx.fused import codegen
+from gradtx.fused.lift import Form, Instruction
 
 logger = logging.getLogger("gradtx")
 
 DISABLE_ENV = "GRADTX_DISABLE_NATIVE"
 CACHE_ENV = "GRADTX_CACHE_DIR"
-SOURCE = Path(__file__).with_name("kernel.cc")
+RUNTIME = Path(__file__).with_name("runtime.h")
 _DIGEST_SUFFIX = ".sha256"
 
 # -fno-math-errno lets std::sqrt vectorize; -ffp-contract=off leaves every
@@ -81,12 +84,19 @@ FLAGS = (
     "-w",
 )
 
-# Names under which XLA finds the handlers, and the symbols that define them.
-TARGETS = {"gradtx_adam": "GradtxAdam", "gradtx_sgd": "GradtxSgd"}
+# The kernel that load() builds to find out whether kernels can be built here:
+# params + grads, in place.
+PROBE = Form(
+    inputs=2,
+    scalars=0,
+    scalar_dtypes=(),
+    programs=(((Instruction(0, "add", (("in", "0"), ("in", "1")), "float32"),), ("t", "0")),),
+    aliases=(0,),
+)
 
-# Part of the cache key: libraries cached before digest files existed get a new
-# name (and are left alone) instead of a warning about a missing digest.
-_CACHE_FORMAT = b"2"
+# Part of the cache key: libraries of older formats get a new name (and are
+# left alone) instead of a warning.
+_CACHE_FORMAT = b"3"
 # A digest file is one line: 64 hex digits, two spaces, the library's name.
 _DIGEST_FILE_LIMIT = 1024
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -94,6 +104,7 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 _lock = threading.Lock()
 _loaded: bool | None = None
+_registered: dict[str, bool] = {}
 
 
 class _UntrustedError(Exception):
@@ -137,15 +148,16 @@ def _cpu_features() -> str:
     return platform.processor()
 
 
-def library_path(cxx: str) -> Path:
-    """The cache path of the library built by ``cxx`` for this machine and jaxlib."""
+def library_path(cxx: str, form: Form = PROBE) -> Path:
+    """The cache path of ``form``'s library built by ``cxx`` for this machine and jaxlib."""
     version = subprocess.run(
         [cxx, "--version"], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     key = hashlib.sha256()
     for part in (
         _CACHE_FORMAT,
-        SOURCE.read_bytes(),
+        codegen.source(form).encode(),
+        RUNTIME.read_bytes(),
         " ".join(FLAGS).encode(),
         cxx.encode(),
         version.encode(),
@@ -340,8 +352,8 @@ def _fsync_directory(directory: Path) -> None:
         pass
 
 
-def _build(cxx: str, target: Path) -> None:
-    """Compiles the kernel into ``target`` and records its digest next to it.
+def _build(cxx: str, target: Path, form: Form = PROBE) -> None:
+    """Compiles ``form``'s kernel into ``target`` and records its digest next to it.
 
     Both files are written to temporary files in ``target``'s directory,
     fsynced, then renamed into place; the directory is fsynced last.
@@ -356,7 +368,19 @@ def _build(cxx: str, target: Path) -> None:
         descriptor, temporary = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
         os.close(descriptor)
         temporaries.append(temporary)
-        command = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", temporary]
+        descriptor, source_file = tempfile.mkstemp(dir=target.parent, suffix=".cc")
+        temporaries.append(source_file)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(codegen.source(form))
+        command = [
+            cxx,
+            *FLAGS,
+            f"-I{jax.ffi.include_dir()}",
+            f"-I{RUNTIME.parent}",
+            source_file,
+            "-o",
+            temporary,
+        ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             raise RuntimeError(
@@ -399,7 +423,7 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
         os.close(descriptor)
 
 
-def _verified_library(cxx: str, library: Path) -> ctypes.CDLL:
+def _verified_library(cxx: str, library: Path, form: Form = PROBE) -> ctypes.CDLL:
     """Loads ``library``, building it first if it is missing or does not verify.
 
     Raises:
@@ -413,51 +437,69 @@ def _verified_library(cxx: str, library: Path) -> ctypes.CDLL:
                 logger.warning(
                     "gradtx: rebuilding the native kernel %s: %s", _shown(library), problem
                 )
-                _build(cxx, library)
+                _build(cxx, library, form)
         else:
-            _build(cxx, library)
+            _build(cxx, library, form)
         problem = _verification_problem(library)
         if problem is not None:
             raise RuntimeError(f"the freshly built {_shown(library)} does not verify: {problem}")
         return ctypes.CDLL(str(library))
 
 
-def _build_and_register() -> None:
+def _build_and_register(form: Form) -> None:
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++)")
-    library = _verified_library(cxx, _private_directory() / library_path(cxx).name)
-    for target, symbol in TARGETS.items():
-        jax.ffi.register_ffi_target(
-            target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu"
-        )
+    library = _verified_library(cxx, _private_directory() / library_path(cxx, form).name, form)
+    name = codegen.symbol(form)
+    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
 
 
 def load() -> bool:
-    """Builds (if needed) and registers the native kernel; returns whether it is usable.
+    """Whether kernels can be built and registered here (builds a probe kernel once).
 
     The outcome is decided once per process; later calls return it at once.
     A failed build is logged once as a warning, never raised. A cached library
     is loaded only after it is verified (see the module's docstring).
 
     Returns:
-      True if the ``gradtx_adam`` and ``gradtx_sgd`` FFI targets are registered
-      for the CPU platform; False if the kernel is disabled or could not be built.
+      True if the probe kernel's FFI target is registered for the CPU
+      platform; False if kernels are disabled or could not be built.
     """
     global _loaded
     if disabled():
         return False
     with _lock:
         if _loaded is None:
-            try:
-                _build_and_register()
-                _loaded = True
-            except Exception as error:  # noqa: BLE001 - any failure means "fall back"
-                logger.warning(
-                    "gradtx: the native CPU optimizer kernel is unavailable, using the "
-                    "plain XLA path (set %s=1 to silence this): %s",
-                    DISABLE_ENV,
-                    error,
-                )
-                _loaded = False
+            _loaded = _register_locked(PROBE)
         return _loaded
+
+
+def register(form: Form) -> bool:
+    """Builds (if needed) and registers ``form``'s kernel as FFI target ``codegen.symbol(form)``.
+
+    Returns:
+      Whether the target is registered; False (after one warning per form) if
+      kernels are disabled or the build failed.
+    """
+    if not load():
+        return False
+    with _lock:
+        return _register_locked(form)
+
+
+def _register_locked(form: Form) -> bool:
+    name = codegen.symbol(form)
+    if name not in _registered:
+        try:
+            _build_and_register(form)
+            _registered[name] = True
+        except Exception as error:  # noqa: BLE001 - any failure means "fall back"
+            logger.warning(
+                "gradtx: the native CPU optimizer kernel is unavailable, using the "
+                "plain XLA path (set %s=1 to silence this): %s",
+                DISABLE_ENV,
+                error,
+            )
+            _registered[name] = False
+    return _registered[name]

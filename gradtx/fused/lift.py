@@ -1,0 +1,539 @@
+"""Which outputs of a step are per-element functions, and the loop that computes them.
+
+A parameter leaf's new value and its new state leaves (moments, traces) are,
+element by element, functions of the same element of a few arrays (the param,
+its gradient, its state leaves) and of scalars (step counts, learning rates,
+bias corrections, a global norm). :func:`lift` finds these outputs in a step's
+:class:`~gradtx.fused.graph.Graph`, groups the outputs that read the same
+arrays into one :class:`Component` (one leaf: one pass over its memory) and
+writes each component as a :class:`Form`: the per-element program in a
+canonical order, with the component's own arrays and scalars replaced by
+positions, so every leaf of the same optimizer shares one compiled loop.
+
+The program keeps XLA's arithmetic so that the kernel is bitwise the plain
+path: a division by a scalar is a multiplication by the scalar's reciprocal
+(XLA's algebraic simplifier rewrites it so), and an addition or subtraction
+of a product is one fused multiply-add exactly where LLVM's instruction
+combiner contracts one inside XLA's fusion for that output (the product has
+that one use; the left operand is tried first).
+"""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+
+from gradtx.fused.graph import Graph, Node, evaluate
+
+_F32 = np.dtype(np.float32)
+_BOOL = np.dtype(np.bool_)
+
+# Elementwise primitives the kernel computes, by the number of operands. Not
+# rsqrt: XLA's is not 1 / sqrt(x) (it differs in the last bit for a third of
+# inputs), nor exp, log, tanh or pow, which XLA approximates its own way.
+UNARY = frozenset(
+    {"neg", "sqrt", "abs", "sign", "square", "integer_pow", "not", "is_finite", "copy"}
+)
+UNARY |= {"convert_element_type", "copy_p"}
+BINARY = frozenset({"add", "sub", "mul", "div", "max", "min", "and", "or"})
+COMPARISONS = frozenset({"gt", "lt", "ge", "le", "eq", "ne"})
+
+# How a scalar enters the loop: as it is, or as its reciprocal.
+VALUE, RECIPROCAL = "value", "reciprocal"
+
+Operand = tuple[str, ...]  # ("in", k), ("s", k), ("lit", text, dtype) or ("t", k)
+
+
+class NotElementwiseError(Exception):
+    """An output that the kernel cannot compute; XLA computes it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Instruction:
+    """``dest = op(*operands)``; ``op`` is a primitive's name or fma/fms/fnma."""
+
+    dest: int
+    op: str
+    operands: tuple[Operand, ...]
+    dtype: str
+    param: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Form:
+    """A component's per-element program, independent of which leaf it is.
+
+    Attributes:
+      inputs: the number of arrays read.
+      scalars: the number of scalars, in the order of ``Component.scalars``.
+      scalar_dtypes: "float32" or "bool" for each scalar.
+      programs: per output, the instructions and the operand that is the result.
+      aliases: per output, the input it overwrites in place, or -1.
+    """
+
+    inputs: int
+    scalars: int
+    scalar_dtypes: tuple[str, ...]
+    programs: tuple[tuple[tuple[Instruction, ...], Operand], ...]
+    aliases: tuple[int, ...]
+
+
+@dataclasses.dataclass
+class Component:
+    """Outputs of one leaf computed in one pass.
+
+    Attributes:
+      outputs: positions of the outputs among the step's flat outputs.
+      inputs: positions of the arrays read among the step's flat inputs.
+      scalars: the scalar nodes read, each with how it enters (VALUE or RECIPROCAL).
+      form: the program, shared by every component of the same shape of step.
+    """
+
+    outputs: list[int]
+    inputs: list[int]
+    scalars: list[tuple[Node, str]]
+    form: Form
+    size: int
+
+
+def lift(graph: Graph, aliases: dict[int, int]) -> list[Component]:
+    """The components of ``graph``'s outputs that the kernel can compute.
+
+    Args:
+      graph: the traced step.
+      aliases: for an output, the input it replaces (a param, a state leaf);
+        the kernel then updates that input's buffer in place.
+
+    Returns:
+      The components; outputs not in any are left to XLA.
+    """
+    scalar_users = _scalar_users(graph)
+    separate = materialized(graph)
+    cones: dict[int, tuple[list[Node], set[int]]] = {}
+    # Arrays that XLA reads anyway, for an output the kernel cannot compute: a
+    # kernel for the other outputs of that leaf would add a pass, not save one.
+    read_by_xla: set[int] = set()
+    for position, node in enumerate(graph.outputs):
+        try:
+            cones[position] = _cone(node)
+        except NotElementwiseError:
+            if node.kind == "op":
+                read_by_xla |= _array_inputs(node)
+    groups = _connected(cones)
+    components = []
+    for outputs in groups:
+        if any(cones[position][1] & read_by_xla for position in outputs):
+            continue
+        try:
+            components.append(_component(graph, outputs, cones, aliases, scalar_users, separate))
+        except NotElementwiseError:
+            continue
+    return components
+
+
+def _array_inputs(node: Node) -> set[int]:
+    """The array inputs ``node`` depends on, through any operation."""
+    found: set[int] = set()
+    pending, seen = [node], set()
+    while pending:
+        top = pending.pop()
+        if id(top) in seen:
+            continue
+        seen.add(id(top))
+        if top.kind == "input" and top.shape:
+            found.add(top.index)
+        pending.extend(top.args)
+    return found
+
+
+def _scalar_users(graph: Graph) -> dict[int, int]:
+    """How many operations read each scalar node, over the whole step."""
+    users: dict[int, int] = {}
+    seen: set[int] = set()
+    pending = list(graph.outputs)
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for arg in node.args:
+            if not arg.shape:
+                users[id(arg)] = users.get(id(arg), 0) + 1
+            pending.append(arg)
+    return users
+
+
+def _cone(output: Node) -> tuple[list[Node], set[int]]:
+    """The op nodes computing ``output`` (operands first) and the inputs it reads."""
+    shape = output.shape
+    if output.kind != "op" or output.dtype != _F32 or int(np.prod(shape)) <= 1:
+        raise NotElementwiseError
+    order: list[Node] = []
+    seen: set[int] = set()
+    inputs: set[int] = set()
+    pending: list[tuple[Node, bool]] = [(output, False)]
+    while pending:
+        node, expanded = pending.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        _check_op(node)
+        pending.append((node, True))
+        for arg in node.args:
+            if not arg.shape or (arg.kind == "literal" and arg.value.size == 1):
+                _check_scalar(arg)
+            elif arg.shape != shape:
+                raise NotElementwiseError
+            elif arg.kind == "input":
+                if arg.dtype != _F32:
+                    raise NotElementwiseError
+                inputs.add(arg.index)
+            elif arg.kind == "op":
+                if id(arg) not in seen:
+                    pending.append((arg, False))
+            else:
+                raise NotElementwiseError
+    return order, inputs
+
+
+def _check_op(node: Node) -> None:
+    name = node.name
+    if node.dtype not in (_F32, _BOOL) or node.primitive.multiple_results:
+        raise NotElementwiseError
+    if name in UNARY or name in BINARY or name in COMPARISONS:
+        pass
+    elif name == "select_n" and len(node.args) == 3:
+        pass
+    else:
+        raise NotElementwiseError
+    # JAX emits x**y as a chain of products; beyond y = 2 they would need
+    # their own contraction rules.
+    if name == "integer_pow" and node.params["y"] not in (1, 2):
+        raise NotElementwiseError
+    if name == "convert_element_type" and node.args[0].dtype not in (_F32, _BOOL):
+        raise NotElementwiseError
+    for arg in node.args:
+        if arg.dtype not in (_F32, _BOOL):
+            raise NotElementwiseError
+
+
+def _check_scalar(node: Node) -> None:
+    if node.dtype not in (_F32, _BOOL) or _reads_reduction(node):
+        raise NotElementwiseError
+
+
+def _reads_reduction(node: Node) -> bool:
+    """Whether a scalar is computed from a reduction of arrays (a norm, say).
+
+    XLA fuses a reduction with what surrounds it, so the same norm can round
+    differently in the plain step and in the one-pass step: outputs that read
+    one are left to XLA.
+    """
+    pending, seen = [node], set()
+    while pending:
+        top = pending.pop()
+        if id(top) in seen or top.kind != "op":
+            continue
+        seen.add(id(top))
+        if any(arg.shape for arg in top.args):
+            return True
+        pending.extend(top.args)
+    return False
+
+
+def _connected(cones: dict[int, tuple[list[Node], set[int]]]) -> list[list[int]]:
+    """Outputs grouped so that two outputs reading the same input share a group."""
+    parent = {position: position for position in cones}
+
+    def root(position: int) -> int:
+        while parent[position] != position:
+            parent[position] = parent[parent[position]]
+            position = parent[position]
+        return position
+
+    reader: dict[int, int] = {}
+    for position, (_, inputs) in cones.items():
+        for index in inputs:
+            if index in reader:
+                parent[root(position)] = root(reader[index])
+            else:
+                reader[index] = position
+    groups: dict[int, list[int]] = {}
+    for position in cones:
+        groups.setdefault(root(position), []).append(position)
+    return list(groups.values())
+
+
+def _component(
+    graph: Graph,
+    outputs: list[int],
+    cones: dict[int, tuple[list[Node], set[int]]],
+    aliases: dict[int, int],
+    scalar_users: dict[int, int],
+    separate: set[int],
+) -> Component:
+    shapes = {graph.outputs[position].shape for position in outputs}
+    if len(shapes) != 1:
+        raise NotElementwiseError
+    inputs = sorted(set().union(*(cones[position][1] for position in outputs)))
+    if not inputs:
+        raise NotElementwiseError
+    input_slot = {index: slot for slot, index in enumerate(inputs)}
+    scalars: list[tuple[Node, str]] = []
+    scalar_slot: dict[tuple[int, str], int] = {}
+
+    def scalar(node: Node, how: str) -> Operand:
+        key = (id(node), how)
+        if key not in scalar_slot:
+            scalar_slot[key] = len(scalars)
+            scalars.append((node, how))
+        return ("s", str(scalar_slot[key]))
+
+    programs = []
+    for position in outputs:
+        order, _ = cones[position]
+        programs.append(
+            _program(order, graph.outputs[position], input_slot, scalar, scalar_users, separate)
+        )
+    used_aliases = []
+    for position in outputs:
+        target = aliases.get(position)
+        slot = input_slot.get(target, -1) if target is not None else -1
+        used_aliases.append(slot if slot not in used_aliases else -1)
+    form = Form(
+        inputs=len(inputs),
+        scalars=len(scalars),
+        scalar_dtypes=tuple(str(node.dtype) for node, _ in scalars),
+        programs=tuple(programs),
+        aliases=tuple(used_aliases),
+    )
+    size = int(np.prod(next(iter(shapes))))
+    return Component(outputs, inputs, scalars, form, size)
+
+
+def _program(
+    order: Sequence[Node],
+    output: Node,
+    input_slot: dict[int, int],
+    scalar: Callable[[Node, str], Operand],
+    scalar_users: dict[int, int],
+    separate: set[int],
+) -> tuple[tuple[Instruction, ...], Operand]:
+    """The instructions computing ``output``, with XLA's contractions."""
+
+    def by_reciprocal(node: Node) -> bool:
+        return _is_scalar_division(node) and scalar_users.get(id(node.args[1]), 0) == 1
+
+    uses: dict[int, int] = {}
+    for node in order:
+        for arg in node.args:
+            uses[id(arg)] = uses.get(id(arg), 0) + 1
+    local = {id(node): k for k, node in enumerate(order)}
+    rank = _llvm_ranks(output, separate)
+
+    def operand(arg: Node) -> Operand:
+        constant = _constant(arg)
+        if constant is not None:
+            return literal_value(constant)
+        if arg.kind == "op" and arg.shape:
+            return ("t", str(local[id(arg)]))
+        if arg.kind == "input" and arg.shape:
+            return ("in", str(input_slot[arg.index]))
+        if arg.kind == "literal":
+            return literal(arg)
+        return scalar(arg, VALUE)
+
+    def literal(arg: Node) -> Operand:
+        return literal_value(np.asarray(arg.value))
+
+    def literal_value(value: np.ndarray) -> Operand:
+        if value.dtype == _BOOL:
+            return ("lit", "true" if bool(value.reshape(-1)[0]) else "false", "bool")
+        return ("lit", float(np.float32(value.reshape(-1)[0])).hex(), "float32")
+
+    def factors(arg: Node) -> tuple[Operand, Operand] | None:
+        """The factors of a product LLVM may contract into its one user, else None.
+
+        Products of two scalars are computed before the loop and are never
+        contracted; a division by a scalar is a product by its reciprocal.
+        """
+        if arg.kind != "op" or not arg.shape or uses.get(id(arg), 0) != 1:
+            return None
+        if arg.name == "mul":
+            return operand(arg.args[0]), operand(arg.args[1])
+        if arg.name == "square" or (arg.name == "integer_pow" and arg.params["y"] == 2):
+            return operand(arg.args[0]), operand(arg.args[0])
+        if by_reciprocal(arg):
+            return operand(arg.args[0]), scalar(arg.args[1], RECIPROCAL)
+        return None
+
+    instructions = []
+    for node in order:
+        _check_not_folded(node)
+        dest = local[id(node)]
+        dtype = str(node.dtype)
+        name = node.name
+        args = node.args
+        left_factors = factors(args[0]) if name in ("add", "sub") else None
+        right_factors = factors(args[1]) if name in ("add", "sub") else None
+        if left_factors and right_factors and rank.get(id(args[1]), 0) < rank.get(id(args[0]), 0):
+            # Two products: LLVM contracts the one its reassociation pass puts
+            # first, the lower-ranked; the left one when their ranks tie. Ranks
+            # follow the order of the loads in XLA's loop, which this model
+            # reproduces only for straight-line arithmetic: where it finds a
+            # lower rank on the right, XLA computes the output.
+            raise NotElementwiseError
+        if left_factors:
+            right_factors = None
+        if left_factors:
+            op = "fma" if name == "add" else "fms"
+            ops = (*left_factors, operand(args[1]))
+            instructions.append(Instruction(dest, op, ops, dtype))
+        elif right_factors:
+            op = "fma" if name == "add" else "fnma"
+            ops = (*right_factors, operand(args[0]))
+            instructions.append(Instruction(dest, op, ops, dtype))
+        elif by_reciprocal(node):
+            product = (operand(args[0]), scalar(args[1], RECIPROCAL))
+            instructions.append(Instruction(dest, "mul", product, dtype))
+        else:
+            param = ""
+            if name == "integer_pow":
+                param = str(node.params["y"])
+            elif name == "convert_element_type":
+                param = f"{args[0].dtype}->{np.dtype(node.params['new_dtype'])}"
+            instructions.append(
+                Instruction(dest, name, tuple(operand(a) for a in args), dtype, param)
+            )
+    return tuple(instructions), operand(output)
+
+
+# Scalar operations XLA fuses into the loop that uses them (others reach the
+# loop as a parameter: reductions, divisions, square roots, powers, ...).
+_FUSED_SCALAR_OPS = frozenset(
+    {"add", "sub", "mul", "neg", "max", "min", "select_n", "convert_element_type"}
+    | {"and", "or", "not"}
+    | COMPARISONS
+)
+# Operations that LLVM does not count in a value's rank (or that vanish).
+_RANKLESS = frozenset({"neg", "not", "convert_element_type", "copy", "copy_p"})
+# Array operations XLA does not duplicate into several loops: computed once,
+# they reach each loop that uses them as a parameter.
+_EXPENSIVE = frozenset({"div", "sqrt"})
+
+
+def materialized(graph: Graph) -> set[int]:
+    """The expensive array values that more than one of XLA's loops reads."""
+    readers: dict[int, int] = {}
+    roots = list(graph.outputs)
+    seen_roots: set[int] = set()
+    pending = list(graph.outputs)
+    while pending:  # the reductions are loops of their own too
+        node = pending.pop()
+        if id(node) in seen_roots:
+            continue
+        seen_roots.add(id(node))
+        if node.kind == "op" and not node.shape and any(a.shape for a in node.args):
+            roots.append(node)
+        pending.extend(node.args)
+    for root in roots:
+        reached: set[int] = set()
+        stack = [a for a in root.args if a.shape] if not root.shape else [root]
+        while stack:
+            node = stack.pop()
+            if id(node) in reached or node.kind != "op" or not node.shape:
+                continue
+            reached.add(id(node))
+            if node.name in _EXPENSIVE:
+                readers[id(node)] = readers.get(id(node), 0) + 1
+            stack.extend(node.args)
+    return {key for key, count in readers.items() if count > 1}
+
+
+def _llvm_ranks(output: Node, separate: set[int]) -> dict[int, int]:
+    """The rank LLVM's reassociation pass gives each value of ``output``'s loop.
+
+    XLA's loop body loads the fusion's scalar parameters first, then each
+    array parameter where it is first used, operand by operand, left first
+    (values in ``separate`` are parameters: XLA computes them in a loop of
+    their own); the pass numbers loads in that order, and an operation ranks
+    one above its highest-ranked operand. Constants rank 0. The ranks decide
+    which of two products an addition contracts.
+    """
+    postorder: list[Node] = []
+    loads: list[Node] = []
+    seen: set[int] = set()
+    pending: list[tuple[Node, bool]] = [(output, False)]
+    while pending:
+        node, expanded = pending.pop()
+        if expanded:
+            postorder.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.kind == "literal":
+            continue
+        inlined = bool(node.shape) or node.name in _FUSED_SCALAR_OPS
+        if node.kind == "op" and inlined and (node is output or id(node) not in separate):
+            pending.append((node, True))
+            # Reversed so that the left operand is emitted (and loads) first.
+            pending.extend((arg, False) for arg in reversed(node.args))
+        else:
+            loads.append(node)
+    scalars = [node for node in loads if not node.shape]
+    arrays = [node for node in loads if node.shape]
+    rank = {id(node): position + 1 for position, node in enumerate(scalars + arrays)}
+    for node in postorder:
+        highest = max((rank.get(id(arg), 0) for arg in node.args), default=0)
+        rank[id(node)] = highest + (0 if node.name in _RANKLESS else 1)
+    return rank
+
+
+def _constant(node: Node) -> np.ndarray | None:
+    """The value of a scalar computed from literals only (XLA folds it), else None."""
+    if node.shape:
+        return None
+    if node.kind == "literal":
+        return np.asarray(node.value)
+    if node.kind != "op" or node.name not in _FUSED_SCALAR_OPS:
+        return None
+    if node.folded:
+        return node.folded[0]
+    values = [_constant(arg) for arg in node.args]
+    if any(value is None for value in values):
+        return None
+    # Evaluated now (even inside a trace): it depends on literals only.
+    with jax.ensure_compile_time_eval():
+        (result,) = evaluate([node], [])
+    constant = np.asarray(result)
+    node.folded = (constant,)
+    return constant
+
+
+def _check_not_folded(node: Node) -> None:
+    """Refuses a product by a constant one, which XLA's simplifier rewrites.
+
+    The product disappears before LLVM sees the loop, and where the
+    neighbouring addition is then contracted is not modelled here.
+    """
+    if node.kind == "op" and node.name == "mul":
+        for arg in node.args:
+            value = _constant(arg)
+            if value is not None and value.dtype == _F32 and float(value) == 1.0:
+                raise NotElementwiseError
+
+
+def _is_scalar_division(node: Node) -> bool:
+    """``array / scalar`` for a computed scalar (a literal divisor stays a division)."""
+    return (
+        node.kind == "op"
+        and node.name == "div"
+        and bool(node.args[0].shape)
+        and not node.args[1].shape
+        and node.args[1].kind != "literal"
+    )
