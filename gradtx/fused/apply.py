@@ -237,9 +237,10 @@ def fused_apply(
     ``jax.jit`` (the kernel repeats XLA's operations, roundings and fused
     multiply-adds, and where it cannot predict them, as for NAdam's two
     contracted products or a product by a constant one, it leaves the leaf to
-    XLA; so are one-element leaves). It is differentiable (through the plain formula) and works under
-    ``jax.vmap`` (one kernel call per batch element; there XLA compiles the
-    plain step differently, and the two agree to a rounding).
+    XLA; so are one-element leaves). It is differentiable (through the plain
+    step) and works under ``jax.vmap`` (one kernel call per batch element;
+    there XLA compiles the plain step differently, and the two agree to a
+    rounding).
 
     Inside your own ``jax.jit``, donate params and state
     (``donate_argnums``) so the kernel updates them in place; without donation

@@ -12,10 +12,13 @@ positions, so every leaf of the same optimizer shares one compiled loop.
 
 The program keeps XLA's arithmetic so that the kernel is bitwise the plain
 path: a division by a scalar is a multiplication by the scalar's reciprocal
-(XLA's algebraic simplifier rewrites it so), and an addition or subtraction
-of a product is one fused multiply-add exactly where LLVM's instruction
-combiner contracts one inside XLA's fusion for that output (the product has
-that one use; the left operand is tried first).
+(XLA's algebraic simplifier rewrites it so when that scalar has no other
+user), and an addition or subtraction of a product is one fused multiply-add
+exactly where LLVM contracts one inside XLA's loop for that output: the
+product has that one use, and of two products the one LLVM's reassociation
+pass ranks first (see ``_llvm_ranks``). Where this model is not sure (two
+products it would order the other way, a product by a constant one, a scalar
+read from a reduction) the output is left to XLA.
 """
 
 import dataclasses
@@ -88,6 +91,7 @@ class Component:
       inputs: positions of the arrays read among the step's flat inputs.
       scalars: the scalar nodes read, each with how it enters (VALUE or RECIPROCAL).
       form: the program, shared by every component of the same shape of step.
+      size: the number of elements of each array.
     """
 
     outputs: list[int]
