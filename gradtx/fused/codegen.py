@@ -45,16 +45,20 @@ def source(form: Form) -> str:
     name = symbol(form)
     inputs, outputs = form.inputs, len(form.programs)
     aliased = {slot: output for output, slot in enumerate(form.aliases) if slot >= 0}
-    parameters = ["const float* s"]
+    # Each array the leaf loop touches: its parameter, and what the handler passes.
+    pointers = []
     for slot in range(inputs):
         if slot in aliased:
-            parameters.append(f"float* __restrict io{slot}")
+            pointers.append(
+                (f"float* __restrict io{slot}", f"outs[{aliased[slot]}].out[leaf] + lo")
+            )
         else:
-            parameters.append(f"const float* __restrict in{slot}")
+            pointers.append((f"const float* __restrict in{slot}", f"ins[{slot}].in[leaf] + lo"))
     for output in range(outputs):
         if form.aliases[output] < 0:
-            parameters.append(f"float* __restrict out{output}")
-    parameters.append("int64_t n")
+            pointers.append((f"float* __restrict out{output}", f"outs[{output}].out[leaf] + lo"))
+    parameters = ["const float* s", *(parameter for parameter, _ in pointers), "int64_t n"]
+    call = ["s + leaf * kScalars", *(argument for _, argument in pointers), "hi - lo"]
 
     lines = [f"void {name}Leaf({', '.join(parameters)}) {{"]
     for k, dtype in enumerate(form.scalar_dtypes):
@@ -76,16 +80,6 @@ def source(form: Form) -> str:
     lines += stores
     lines += ["  }", "}", ""]
 
-    call = ["s + leaf * kScalars"]
-    for slot in range(inputs):
-        if slot in aliased:
-            call.append(f"outs[{aliased[slot]}].out[leaf] + lo")
-        else:
-            call.append(f"ins[{slot}].in[leaf] + lo")
-    for output in range(outputs):
-        if form.aliases[output] < 0:
-            call.append(f"outs[{output}].out[leaf] + lo")
-    call.append("hi - lo")
     copies = "".join(
         f"      gradtx::CopyIfDistinct(io[{slot}], leaf, lo, hi);\n" for slot in sorted(aliased)
     )

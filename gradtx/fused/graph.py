@@ -9,7 +9,7 @@ counts, schedules, global norms) as ordinary JAX operations.
 """
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -123,6 +123,51 @@ def _inline(jaxpr: Any, arguments: Sequence[Node]) -> list[Node]:
     return [read(atom) for atom in jaxpr.outvars]
 
 
+def reachable(roots: Iterable[Node], follow: Callable[[Node], bool]) -> Iterator[Node]:
+    """Every node reachable from ``roots``, once each, through the operands of
+    the nodes ``follow`` accepts."""
+    pending, seen = list(roots), set()
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        if follow(node):
+            pending.extend(node.args)
+
+
+def postorder(root: Node, expand: Callable[[Node], bool]) -> tuple[list[Node], list[Node]]:
+    """The nodes ``root`` depends on, through the nodes ``expand`` accepts.
+
+    Iterative (a deep chain must not hit Python's recursion limit), left
+    operand first.
+
+    Returns:
+      The accepted nodes, operands before the operations that read them, and
+      the others (where the walk stopped), in the order the walk met them.
+    """
+    order: list[Node] = []
+    stops: list[Node] = []
+    seen: set[int] = set()
+    pending: list[tuple[Node, bool]] = [(root, False)]
+    while pending:
+        node, expanded = pending.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if expand(node):
+            pending.append((node, True))
+            # Reversed so that the left operand is met first.
+            pending.extend((arg, False) for arg in reversed(node.args))
+        else:
+            stops.append(node)
+    return order, stops
+
+
 def evaluate(nodes: Sequence[Node], inputs: Sequence[Any]) -> list[Any]:
     """The values of ``nodes`` computed with JAX from the step's flat ``inputs``.
 
@@ -132,29 +177,17 @@ def evaluate(nodes: Sequence[Node], inputs: Sequence[Any]) -> list[Any]:
     memo: dict[int, Any] = {}
 
     def value(node: Node) -> Any:
-        key = id(node)
-        if key in memo:
-            return memo[key]
         if node.kind == "input":
-            result = inputs[node.index]
-        elif node.kind == "literal":
-            result = node.value
-        else:
-            # Iterative post-order: a deep chain must not hit Python's recursion limit.
-            pending = [node]
-            while pending:
-                top = pending[-1]
-                missing = [a for a in top.args if a.kind == "op" and id(a) not in memo]
-                if missing:
-                    pending.extend(missing)
-                    continue
-                pending.pop()
-                if id(top) not in memo:
-                    _bind(top, [value(a) for a in top.args], memo)
-            result = memo[key]
-        memo[key] = result
-        return result
+            return inputs[node.index]
+        if node.kind == "literal":
+            return node.value
+        return memo[id(node)]
 
+    for node in nodes:
+        operations, _ = postorder(node, lambda n: n.kind == "op" and id(n) not in memo)
+        for operation in operations:
+            if id(operation) not in memo:  # a sibling's binding may have set it
+                _bind(operation, [value(arg) for arg in operation.args], memo)
     return [value(node) for node in nodes]
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from gradtx.fused.graph import Graph, Node, evaluate
+from gradtx.fused.graph import Graph, Node, evaluate, postorder, reachable
 
 _F32 = np.dtype(np.float32)
 _BOOL = np.dtype(np.bool_)
@@ -91,14 +91,12 @@ class Component:
       inputs: positions of the arrays read among the step's flat inputs.
       scalars: the scalar nodes read, each with how it enters (VALUE or RECIPROCAL).
       form: the program, shared by every component of the same shape of step.
-      size: the number of elements of each array.
     """
 
     outputs: list[int]
     inputs: list[int]
     scalars: list[tuple[Node, str]]
     form: Form
-    size: int
 
 
 def lift(graph: Graph, aliases: dict[int, int]) -> list[Component]:
@@ -138,33 +136,17 @@ def lift(graph: Graph, aliases: dict[int, int]) -> list[Component]:
 
 def _array_inputs(node: Node) -> set[int]:
     """The array inputs ``node`` depends on, through any operation."""
-    found: set[int] = set()
-    pending, seen = [node], set()
-    while pending:
-        top = pending.pop()
-        if id(top) in seen:
-            continue
-        seen.add(id(top))
-        if top.kind == "input" and top.shape:
-            found.add(top.index)
-        pending.extend(top.args)
-    return found
+    reached = reachable([node], lambda _: True)
+    return {top.index for top in reached if top.kind == "input" and top.shape}
 
 
 def _scalar_users(graph: Graph) -> dict[int, int]:
     """How many operations read each scalar node, over the whole step."""
     users: dict[int, int] = {}
-    seen: set[int] = set()
-    pending = list(graph.outputs)
-    while pending:
-        node = pending.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
+    for node in reachable(graph.outputs, lambda _: True):
         for arg in node.args:
             if not arg.shape:
                 users[id(arg)] = users.get(id(arg), 0) + 1
-            pending.append(arg)
     return users
 
 
@@ -173,20 +155,10 @@ def _cone(output: Node) -> tuple[list[Node], set[int]]:
     shape = output.shape
     if output.kind != "op" or output.dtype != _F32 or int(np.prod(shape)) <= 1:
         raise NotElementwiseError
-    order: list[Node] = []
-    seen: set[int] = set()
+    order, _ = postorder(output, lambda node: node.kind == "op" and node.shape == shape)
     inputs: set[int] = set()
-    pending: list[tuple[Node, bool]] = [(output, False)]
-    while pending:
-        node, expanded = pending.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
+    for node in order:
         _check_op(node)
-        pending.append((node, True))
         for arg in node.args:
             if not arg.shape or (arg.kind == "literal" and arg.value.size == 1):
                 _check_scalar(arg)
@@ -196,10 +168,7 @@ def _cone(output: Node) -> tuple[list[Node], set[int]]:
                 if arg.dtype != _F32:
                     raise NotElementwiseError
                 inputs.add(arg.index)
-            elif arg.kind == "op":
-                if id(arg) not in seen:
-                    pending.append((arg, False))
-            else:
+            elif arg.kind != "op":
                 raise NotElementwiseError
     return order, inputs
 
@@ -237,16 +206,10 @@ def _reads_reduction(node: Node) -> bool:
     differently in the plain step and in the one-pass step: outputs that read
     one are left to XLA.
     """
-    pending, seen = [node], set()
-    while pending:
-        top = pending.pop()
-        if id(top) in seen or top.kind != "op":
-            continue
-        seen.add(id(top))
-        if any(arg.shape for arg in top.args):
-            return True
-        pending.extend(top.args)
-    return False
+    return any(
+        top.kind == "op" and any(arg.shape for arg in top.args)
+        for top in reachable([node], lambda top: top.kind == "op")
+    )
 
 
 def _connected(cones: dict[int, tuple[list[Node], set[int]]]) -> list[list[int]]:
@@ -315,8 +278,7 @@ def _component(
         programs=tuple(programs),
         aliases=tuple(used_aliases),
     )
-    size = int(np.prod(next(iter(shapes))))
-    return Component(outputs, inputs, scalars, form, size)
+    return Component(outputs, inputs, scalars, form)
 
 
 def _program(
@@ -432,29 +394,22 @@ _EXPENSIVE = frozenset({"div", "sqrt"})
 
 def materialized(graph: Graph) -> set[int]:
     """The expensive array values that more than one of XLA's loops reads."""
+
+    def array_op(node: Node) -> bool:
+        return node.kind == "op" and bool(node.shape)
+
+    # The outputs' loops, and the reductions' (loops of their own too).
+    roots = list(graph.outputs) + [
+        node
+        for node in reachable(graph.outputs, lambda _: True)
+        if node.kind == "op" and not node.shape and any(arg.shape for arg in node.args)
+    ]
     readers: dict[int, int] = {}
-    roots = list(graph.outputs)
-    seen_roots: set[int] = set()
-    pending = list(graph.outputs)
-    while pending:  # the reductions are loops of their own too
-        node = pending.pop()
-        if id(node) in seen_roots:
-            continue
-        seen_roots.add(id(node))
-        if node.kind == "op" and not node.shape and any(a.shape for a in node.args):
-            roots.append(node)
-        pending.extend(node.args)
     for root in roots:
-        reached: set[int] = set()
-        stack = [a for a in root.args if a.shape] if not root.shape else [root]
-        while stack:
-            node = stack.pop()
-            if id(node) in reached or node.kind != "op" or not node.shape:
-                continue
-            reached.add(id(node))
-            if node.name in _EXPENSIVE:
+        start = [root] if root.shape else [arg for arg in root.args if arg.shape]
+        for node in reachable(start, array_op):
+            if array_op(node) and node.name in _EXPENSIVE:
                 readers[id(node)] = readers.get(id(node), 0) + 1
-            stack.extend(node.args)
     return {key for key, count in readers.items() if count > 1}
 
 
@@ -468,31 +423,17 @@ def _llvm_ranks(output: Node, separate: set[int]) -> dict[int, int]:
     one above its highest-ranked operand. Constants rank 0. The ranks decide
     which of two products an addition contracts.
     """
-    postorder: list[Node] = []
-    loads: list[Node] = []
-    seen: set[int] = set()
-    pending: list[tuple[Node, bool]] = [(output, False)]
-    while pending:
-        node, expanded = pending.pop()
-        if expanded:
-            postorder.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.kind == "literal":
-            continue
+
+    def emitted_in_loop(node: Node) -> bool:
         inlined = bool(node.shape) or node.name in _FUSED_SCALAR_OPS
-        if node.kind == "op" and inlined and (node is output or id(node) not in separate):
-            pending.append((node, True))
-            # Reversed so that the left operand is emitted (and loads) first.
-            pending.extend((arg, False) for arg in reversed(node.args))
-        else:
-            loads.append(node)
+        return node.kind == "op" and inlined and (node is output or id(node) not in separate)
+
+    operations, stops = postorder(output, emitted_in_loop)
+    loads = [node for node in stops if node.kind != "literal"]
     scalars = [node for node in loads if not node.shape]
     arrays = [node for node in loads if node.shape]
     rank = {id(node): position + 1 for position, node in enumerate(scalars + arrays)}
-    for node in postorder:
+    for node in operations:
         highest = max((rank.get(id(arg), 0) for arg in node.args), default=0)
         rank[id(node)] = highest + (0 if node.name in _RANKLESS else 1)
     return rank
