@@ -1,5 +1,6 @@
 """Numerical helpers shared by the transformations."""
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -77,23 +78,60 @@ def decay_power(decay: Any, count: jax.Array) -> jax.Array:
     return jnp.power(base, jnp.asarray(count).astype(base.dtype))
 
 
-def bias_correction(moment: jax.Array, decay: Any, count: jax.Array) -> jax.Array:
-    """Divides a moving average by ``1 - decay**count`` (Kingma & Ba, 2014).
+class BiasCorrection:
+    """Divides moving averages by ``1 - decay**count``, for every leaf of one update.
 
-    The correction factor is computed in float32 or wider and only then cast to
-    the moment's dtype: in bfloat16 ``decay**count`` rounds to 1 and the
-    division would be by zero.
+    Each factor is computed once per decay and dtype, not once per leaf: a
+    per-leaf factor costs a third of the time to trace a 1,000-leaf Adam step
+    and puts thousands of scalar operations into the program for XLA to merge.
+    The factor is computed in float32 or wider and only then cast to the
+    moment's dtype: in bfloat16 ``decay**count`` rounds to 1 and the division
+    would be by zero.
 
     Args:
-      moment: an exponential moving average started at zero.
-      decay: its decay rate.
       count: the number of averaged steps (>= 1).
-
-    Returns:
-      The bias-corrected moment, in the moment's dtype.
     """
-    correction = 1 - decay_power(decay, count)
-    return moment / correction.astype(moment.dtype)
+
+    def __init__(self, count: jax.Array) -> None:
+        self.count = count
+        # Keyed by the decay's identity; the decay is kept so the id stays its.
+        self._factors: dict[tuple[int, Any], tuple[Any, jax.Array]] = {}
+        self._following: BiasCorrection | None = None
+
+    def factor(self, decay: Any, dtype: Any) -> jax.Array:
+        """``1 - decay**count`` in ``dtype``."""
+        key = (id(decay), np.dtype(dtype))
+        if key not in self._factors:
+            self._factors[key] = (decay, cast(1 - decay_power(decay, self.count), dtype))
+        return self._factors[key][1]
+
+    def following(self) -> "BiasCorrection":
+        """The correction of the next step, ``count + 1`` (Nesterov's look-ahead)."""
+        if self._following is None:
+            self._following = BiasCorrection(safe_increment(self.count))
+        return self._following
+
+    def __call__(self, moment: jax.Array, decay: Any) -> jax.Array:
+        """``moment / (1 - decay**count)``, in the moment's dtype."""
+        return moment / self.factor(decay, moment.dtype)
+
+
+def casts_of(value: Any) -> Callable[[Any], jax.Array]:
+    """``dtype -> jnp.asarray(value).astype(dtype)``, each dtype's cast made once.
+
+    For a hyperparameter that multiplies every leaf in the leaf's own dtype
+    (so bfloat16 updates stay bfloat16): one cast per dtype, not per leaf.
+    """
+    array = jnp.asarray(value)
+    made: dict[Any, jax.Array] = {}
+
+    def cast_to(dtype: Any) -> jax.Array:
+        key = np.dtype(dtype)
+        if key not in made:
+            made[key] = array.astype(dtype)
+        return made[key]
+
+    return cast_to
 
 
 def update_moment(g: jax.Array, moment: jax.Array, decay: Any, *, dtype: Any) -> jax.Array:
@@ -108,7 +146,7 @@ def update_moment(g: jax.Array, moment: jax.Array, decay: Any, *, dtype: Any) ->
     Returns:
       The new average, in ``dtype`` (cast it to the storage dtype afterwards).
     """
-    return (1 - decay) * g.astype(dtype) + decay * moment.astype(dtype)
+    return (1 - decay) * cast(g, dtype) + decay * cast(moment, dtype)
 
 
 def canonical_dtype(dtype: Any, name: str = "dtype") -> str | None:
@@ -171,13 +209,19 @@ def squared_moment_like(params: Any, dtype: str | None = None, fill: Any = 0.0) 
     return trees.leaf_map(like, params)
 
 
-def cast(x: jax.Array, dtype: str | None) -> jax.Array:
-    """``x`` in ``dtype``, or unchanged when ``dtype`` is None."""
-    return x if dtype is None else x.astype(dtype)
+def cast(x: jax.Array, dtype: Any) -> jax.Array:
+    """``x`` in ``dtype``, or ``x`` itself when ``dtype`` is None or changes nothing.
+
+    The same result as ``astype``, ten times cheaper to trace when the dtype
+    already matches, which is every cast of a float32 leaf.
+    """
+    if dtype is None or (x.dtype == dtype and not x.weak_type):
+        return x
+    return x.astype(dtype)
 
 
 def debiased_mean(
-    mu: jax.Array, g: jax.Array, b1: Any, count: jax.Array, *, nesterov: bool
+    mu: jax.Array, g: jax.Array, b1: Any, correct: BiasCorrection, *, nesterov: bool
 ) -> jax.Array:
     """The bias-corrected first moment, or its Nesterov look-ahead (Optax's rule).
 
@@ -188,16 +232,14 @@ def debiased_mean(
       mu: the updated first moment, in its compute dtype.
       g: the gradient.
       b1: the first moment's decay.
-      count: the step ``t`` (>= 1).
+      correct: the bias correction of step ``t`` (>= 1).
       nesterov: use the Nesterov form.
 
     Returns:
       The estimate of the mean gradient.
     """
     if not nesterov:
-        return bias_correction(mu, b1, count)
+        return correct(mu, b1)
     # jnp.multiply is what `b1 * array` runs; spelled out since NumPy's stubs would
     # type it as an ndarray when b1 is one.
-    return jnp.multiply(b1, bias_correction(mu, b1, safe_increment(count))) + (
-        1 - b1
-    ) * bias_correction(g.astype(mu.dtype), b1, count)
+    return jnp.multiply(b1, correct.following()(mu, b1)) + (1 - b1) * correct(cast(g, mu.dtype), b1)

@@ -5,7 +5,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, trees
+from gradtx import checks, numerics, trees
 from gradtx.base import Params, Updates
 
 
@@ -47,6 +47,6 @@ def apply_updates(params: Params, updates: Updates) -> Params:
                 "of the optimizer (gradtx.masked, gradtx.set_to_zero) or make them "
                 "floating point"
             )
-        return jnp.asarray(p + u).astype(p.dtype)
+        return numerics.cast(jnp.asarray(p + u), p.dtype)
 
     return jax.tree_util.tree_map_with_path(apply, params, updates, is_leaf=trees.is_none)

@@ -23,6 +23,7 @@ read from a reduction) the output is left to XLA.
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -294,6 +295,7 @@ def _program(
     def by_reciprocal(node: Node) -> bool:
         return _is_scalar_division(node) and scalar_users.get(id(node.args[1]), 0) == 1
 
+    order, output, separate = _xla_divisions(order, output, by_reciprocal, separate)
     uses: dict[int, int] = {}
     for node in order:
         for arg in node.args:
@@ -376,6 +378,67 @@ def _program(
                 Instruction(dest, name, tuple(operand(a) for a in args), dtype, param)
             )
     return tuple(instructions), operand(output)
+
+
+def _xla_divisions(
+    order: Sequence[Node],
+    output: Node,
+    by_reciprocal: Callable[[Node], bool],
+    separate: set[int],
+) -> tuple[list[Node], Node, set[int]]:
+    """``output``'s operations with divisions nested as XLA's simplifier nests them.
+
+    A division that stays a division (not a product by a scalar's reciprocal)
+    absorbs divisions among its operands: ``(a / b) / c`` is ``a / (b * c)``,
+    ``a / (b / c)`` is ``(a * c) / b`` and ``(a / b) / (c / d)`` is
+    ``(a * d) / (b * c)``, each product with the operands in that order. A
+    division by a square root would be XLA's ``rsqrt``, which the kernel
+    cannot repeat.
+
+    Returns:
+      The new operations (operands first), the new output node and
+      ``separate`` with the rebuilt nodes of its members.
+    """
+    rebuilt: dict[int, Node] = {}
+    separate = set(separate)
+
+    def divided(node: Node) -> bool:
+        return node.kind == "op" and node.name == "div" and bool(node.shape)
+
+    def op(primitive: Any, like: Node, *args: Node) -> Node:
+        return Node("op", like.shape, like.dtype, primitive=primitive, args=args)
+
+    for node in order:
+        args = tuple(rebuilt.get(id(arg), arg) for arg in node.args)
+        new = node if args == node.args else dataclasses.replace(node, args=args)
+        if divided(node) and not by_reciprocal(node):
+            top, bottom = args
+            if bottom.kind == "op" and bottom.name == "sqrt":
+                raise NotElementwiseError
+            top_divided = divided(top) and not by_reciprocal(top)
+            bottom_divided = divided(bottom) and not by_reciprocal(bottom)
+            if top_divided and bottom_divided:
+                a, b = top.args
+                c, d = bottom.args
+                new = op(
+                    jax.lax.div_p,
+                    node,
+                    op(jax.lax.mul_p, node, a, d),
+                    op(jax.lax.mul_p, node, b, c),
+                )
+            elif top_divided:
+                a, b = top.args
+                new = op(jax.lax.div_p, node, a, op(jax.lax.mul_p, node, b, bottom))
+            elif bottom_divided:
+                b, c = bottom.args
+                new = op(jax.lax.div_p, node, op(jax.lax.mul_p, node, top, c), b)
+        if new is not node:
+            rebuilt[id(node)] = new
+            if id(node) in separate:
+                separate.add(id(new))
+    output = rebuilt.get(id(output), output)
+    operations, _ = postorder(output, lambda node: node.kind == "op" and node.shape == output.shape)
+    return operations, output, separate
 
 
 # Scalar operations XLA fuses into the loop that uses them (others reach the

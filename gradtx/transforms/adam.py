@@ -107,6 +107,7 @@ class scale_by_adam(Transformation):  # noqa: N801 - Optax's name
             updates, state.mu, tree_name="gradients", reference_name="optimizer state"
         )
         count = numerics.safe_increment(state.count)
+        correct = numerics.BiasCorrection(count)
         b1, b2 = self.b1, self.b2
 
         def leaf(g: jax.Array, mu: jax.Array, nu: jax.Array) -> tuple[jax.Array, ...]:
@@ -117,12 +118,16 @@ class scale_by_adam(Transformation):  # noqa: N801 - Optax's name
             )
             nu_dtype = numerics.compute_dtype(g.dtype, nu.dtype)
             nu_new = numerics.update_moment(
-                numerics.abs_sq(g.astype(nu_dtype)), nu, b2, dtype=nu_dtype
+                numerics.abs_sq(numerics.cast(g, nu_dtype)), nu, b2, dtype=nu_dtype
             )
-            mu_hat = numerics.debiased_mean(mu_new, g, b1, count, nesterov=self.nesterov)
-            nu_hat = numerics.bias_correction(nu_new, b2, count)
+            mu_hat = numerics.debiased_mean(mu_new, g, b1, correct, nesterov=self.nesterov)
+            nu_hat = correct(nu_new, b2)
             update = mu_hat / (jnp.sqrt(nu_hat + self.eps_root) + self.eps)
-            return update.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype)
+            return (
+                numerics.cast(update, g.dtype),
+                numerics.cast(mu_new, mu.dtype),
+                numerics.cast(nu_new, nu.dtype),
+            )
 
         new_updates, mu, nu = trees.leaf_map_n(3, leaf, updates, state.mu, state.nu)
         return new_updates, ScaleByAdamState(count=count, mu=mu, nu=nu)

@@ -84,13 +84,14 @@ class scale_by_adamax(Transformation):  # noqa: N801 - Optax's name
             updates, state.mu, tree_name="gradients", reference_name="optimizer state"
         )
         count = numerics.safe_increment(state.count)
+        correct = numerics.BiasCorrection(count)
         b1, b2 = self.b1, self.b2
 
         def leaf(g: jax.Array, mu: jax.Array, nu: jax.Array) -> tuple[jax.Array, ...]:
             dtype = numerics.compute_dtype(g.dtype, mu.dtype, nu.dtype)
             mu_new = numerics.update_moment(g, mu, b1, dtype=dtype)
             nu_new = jnp.maximum(jnp.abs(g.astype(dtype)) + self.eps, b2 * nu.astype(dtype))
-            update = numerics.bias_correction(mu_new, b1, count) / nu_new
+            update = correct(mu_new, b1) / nu_new
             return update.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype)
 
         new_updates, mu, nu = trees.leaf_map_n(3, leaf, updates, state.mu, state.nu)

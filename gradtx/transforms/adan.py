@@ -117,6 +117,7 @@ class scale_by_adan(Transformation):  # noqa: N801 - Optax's name
         )
         first = state.t == 0
         t = numerics.safe_increment(state.t)
+        correct = numerics.BiasCorrection(t)
         b1, b2, b3 = self.b1, self.b2, self.b3
 
         def leaf(
@@ -129,9 +130,9 @@ class scale_by_adan(Transformation):  # noqa: N801 - Optax's name
             v_new = numerics.update_moment(difference, v, b2, dtype=dtype)
             corrected = grad + (1 - b2) * difference
             n_new = numerics.update_moment(numerics.abs_sq(corrected), n, b3, dtype=dtype)
-            m_hat = numerics.bias_correction(m_new, b1, t)
-            v_hat = numerics.bias_correction(v_new, b2, t)
-            n_hat = numerics.bias_correction(n_new, b3, t)
+            m_hat = correct(m_new, b1)
+            v_hat = correct(v_new, b2)
+            n_hat = correct(n_new, b3)
             update = (m_hat + (1 - b2) * v_hat) / (jnp.sqrt(n_hat + self.eps_root) + self.eps)
             return (
                 update.astype(g.dtype),

@@ -128,6 +128,7 @@ class scale_by_ademamix(Transformation):  # noqa: N801 - Optax's name
         b3 = evaluate(self.b3, state.count_m2)
         alpha = evaluate(self.alpha, state.count_m2)
         count = numerics.safe_increment(state.count)
+        correct = numerics.BiasCorrection(count)
         b1, b2 = self.b1, self.b2
 
         def leaf(g: jax.Array, m1: jax.Array, m2: jax.Array, nu: jax.Array) -> tuple[Any, ...]:
@@ -135,8 +136,8 @@ class scale_by_ademamix(Transformation):  # noqa: N801 - Optax's name
             m1_new = numerics.update_moment(g, m1, b1, dtype=dtype)
             m2_new = numerics.update_moment(g, m2, b3, dtype=dtype)
             nu_new = numerics.update_moment(numerics.abs_sq(g.astype(dtype)), nu, b2, dtype=dtype)
-            m1_hat = numerics.bias_correction(m1_new, b1, count)
-            nu_hat = numerics.bias_correction(nu_new, b2, count)
+            m1_hat = correct(m1_new, b1)
+            nu_hat = correct(nu_new, b2)
             update = (m1_hat + alpha * m2_new) / (jnp.sqrt(nu_hat + self.eps_root) + self.eps)
             return (
                 update.astype(g.dtype),
@@ -301,6 +302,7 @@ class scale_by_simplified_ademamix(Transformation):  # noqa: N801 - Optax's name
         )
         alpha = evaluate(self.alpha, state.t)
         t = numerics.safe_increment(state.t)
+        correct = numerics.BiasCorrection(t)
         b1, b2 = self.b1, self.b2
 
         def leaf(g: jax.Array, m: jax.Array, n: jax.Array) -> tuple[jax.Array, ...]:
@@ -308,7 +310,7 @@ class scale_by_simplified_ademamix(Transformation):  # noqa: N801 - Optax's name
             wide_g = g.astype(dtype)
             m_new = wide_g + b1 * m.astype(dtype)
             n_new = numerics.update_moment(numerics.abs_sq(wide_g), n, b2, dtype=dtype)
-            n_hat = numerics.bias_correction(n_new, b2, t)
+            n_hat = correct(n_new, b2)
             update = (m_new + alpha * wide_g) / (jnp.sqrt(n_hat + self.eps_root) + self.eps)
             return update.astype(g.dtype), m_new.astype(m.dtype), n_new.astype(n.dtype)
 

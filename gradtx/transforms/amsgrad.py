@@ -112,6 +112,7 @@ class scale_by_amsgrad(Transformation):  # noqa: N801 - Optax's name
             updates, state.mu, tree_name="gradients", reference_name="optimizer state"
         )
         count = numerics.safe_increment(state.count)
+        correct = numerics.BiasCorrection(count)
         b1, b2 = self.b1, self.b2
 
         def leaf(
@@ -124,12 +125,8 @@ class scale_by_amsgrad(Transformation):  # noqa: N801 - Optax's name
             nu_new = numerics.update_moment(
                 numerics.abs_sq(g.astype(nu_dtype)), nu, b2, dtype=nu_dtype
             )
-            mu_hat = (
-                numerics.bias_correction(mu_new, b1, count) if self.bias_correction_mu else mu_new
-            )
-            nu_hat = (
-                numerics.bias_correction(nu_new, b2, count) if self.bias_correction_nu else nu_new
-            )
+            mu_hat = correct(mu_new, b1) if self.bias_correction_mu else mu_new
+            nu_hat = correct(nu_new, b2) if self.bias_correction_nu else nu_new
             nu_max_new = jnp.maximum(nu_max.astype(nu_dtype), nu_hat)
             update = mu_hat / (jnp.sqrt(nu_max_new + self.eps_root) + self.eps)
             return (

@@ -112,6 +112,7 @@ class ema(Transformation):  # noqa: N801 - Optax's name
             updates, state.ema, tree_name="gradients", reference_name="optimizer state"
         )
         count = numerics.safe_increment(state.count)
+        correct = numerics.BiasCorrection(count)
 
         def leaf(g: jax.Array, stored: jax.Array) -> tuple[jax.Array, jax.Array]:
             # In the storage dtype the decay itself would be rounded (in
@@ -121,7 +122,7 @@ class ema(Transformation):  # noqa: N801 - Optax's name
             # in double precision eagerly but in float32 under jit.
             decay = jnp.asarray(self.decay, dtype)
             average = numerics.update_moment(g, stored, decay, dtype=dtype)
-            update = numerics.bias_correction(average, decay, count) if self.debias else average
+            update = correct(average, decay) if self.debias else average
             return update.astype(g.dtype), average.astype(stored.dtype)
 
         new_updates, new_ema = trees.leaf_map_n(2, leaf, updates, state.ema)

@@ -104,6 +104,7 @@ class scale_by_belief(Transformation):  # noqa: N801 - Optax's name
             updates, state.mu, tree_name="gradients", reference_name="optimizer state"
         )
         count = numerics.safe_increment(state.count)
+        correct = numerics.BiasCorrection(count)
         b1, b2 = self.b1, self.b2
 
         def leaf(g: jax.Array, mu: jax.Array, nu: jax.Array) -> tuple[jax.Array, ...]:
@@ -114,8 +115,8 @@ class scale_by_belief(Transformation):  # noqa: N801 - Optax's name
                 numerics.update_moment(numerics.abs_sq(prediction_error), nu, b2, dtype=dtype)
                 + self.eps_root
             )
-            mu_hat = numerics.debiased_mean(mu_new, g, b1, count, nesterov=self.nesterov)
-            nu_hat = numerics.bias_correction(nu_new, b2, count)
+            mu_hat = numerics.debiased_mean(mu_new, g, b1, correct, nesterov=self.nesterov)
+            nu_hat = correct(nu_new, b2)
             update = mu_hat / (jnp.sqrt(nu_hat) + self.eps)
             return update.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype)
 

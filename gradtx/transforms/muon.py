@@ -197,18 +197,14 @@ class scale_by_muon(Transformation):  # noqa: N801 - Optax's name
             self.weight_dimension_numbers, updates, "weight_dimension_numbers"
         )
         count = numerics.safe_increment(state.count)
+        correct = numerics.BiasCorrection(count)
         beta = self.beta
 
         def leaf(g: jax.Array, mu: jax.Array, spec: Any, where: str) -> tuple[jax.Array, ...]:
             matrix_axes(g, spec, f"scale_by_muon: the gradient {where}")
             dtype = numerics.compute_dtype(g.dtype, mu.dtype)
             mu_new = numerics.update_moment(g, mu, beta, dtype=dtype)
-            if self.nesterov:
-                mu_hat = jnp.multiply(
-                    beta, numerics.bias_correction(mu_new, beta, numerics.safe_increment(count))
-                ) + (1 - beta) * numerics.bias_correction(g.astype(dtype), beta, count)
-            else:
-                mu_hat = numerics.bias_correction(mu_new, beta, count)
+            mu_hat = numerics.debiased_mean(mu_new, g, beta, correct, nesterov=self.nesterov)
             update = orthogonalize_via_newton_schulz(
                 mu_hat, state.ns_coeffs, self.ns_steps, self.preconditioning, self.eps, spec
             )

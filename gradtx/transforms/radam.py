@@ -101,6 +101,7 @@ class scale_by_radam(Transformation):  # noqa: N801 - Optax's name
             updates, state.mu, tree_name="gradients", reference_name="optimizer state"
         )
         count = numerics.safe_increment(state.count)
+        correct = numerics.BiasCorrection(count)
         b1, b2 = self.b1, self.b2
         b2_power = numerics.decay_power(b2, count)
         # From b2 as b2**t sees it: from a Python float, rho_inf in float64 would
@@ -122,8 +123,8 @@ class scale_by_radam(Transformation):  # noqa: N801 - Optax's name
             dtype = numerics.compute_dtype(g.dtype, mu.dtype, nu.dtype)
             mu_new = numerics.update_moment(g, mu, b1, dtype=dtype)
             nu_new = numerics.update_moment(numerics.abs_sq(g.astype(dtype)), nu, b2, dtype=dtype)
-            mu_hat = numerics.debiased_mean(mu_new, g, b1, count, nesterov=self.nesterov)
-            nu_hat = numerics.bias_correction(nu_new, b2, count)
+            mu_hat = numerics.debiased_mean(mu_new, g, b1, correct, nesterov=self.nesterov)
+            nu_hat = correct(nu_new, b2)
             rectified = (
                 rectification.astype(mu_hat.dtype)
                 * mu_hat

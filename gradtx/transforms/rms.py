@@ -201,11 +201,10 @@ class _RootMeanSquare(Transformation):
         )
         decay = self.decay
         count = numerics.safe_increment(state.count) if self.bias_correction else None
+        correct = None if count is None else numerics.BiasCorrection(count)
 
         def corrected(moment: jax.Array) -> jax.Array:
-            if count is None:
-                return moment
-            return numerics.bias_correction(moment, decay, count)
+            return moment if correct is None else correct(moment, decay)
 
         def leaf(g: jax.Array, nu: jax.Array, *mu: jax.Array) -> tuple[jax.Array, ...]:
             dtype = numerics.compute_dtype(g.dtype, nu.dtype, *(m.dtype for m in mu))

@@ -89,12 +89,13 @@ class scale(Transformation):  # noqa: N801
         self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
     ) -> tuple[Updates, OptState]:
         del params, extra_args
-        return trees.leaf_map(lambda u: _scaled(u, self.step_size), updates), state
+        return _scaled(updates, self.step_size), state
 
 
-def _scaled(update: jax.Array, factor: Any) -> jax.Array:
-    # The factor is cast to the update's dtype so bf16 updates stay bf16.
-    return jnp.asarray(factor).astype(update.dtype) * update
+def _scaled(updates: Updates, factor: Any) -> Updates:
+    # The factor is cast to each update's dtype so bf16 updates stay bf16.
+    factor_in = numerics.casts_of(factor)
+    return trees.leaf_map(lambda u: factor_in(u.dtype) * u, updates)
 
 
 @value_class
@@ -142,7 +143,7 @@ def _scale_by_schedule(
     step_size = step_size_fn(state.count)
     if sign != 1.0:
         step_size = sign * jnp.asarray(step_size)
-    updates = trees.leaf_map(lambda u: _scaled(u, step_size), updates)
+    updates = _scaled(updates, step_size)
     return updates, ScaleByScheduleState(count=numerics.safe_increment(state.count))
 
 
@@ -192,4 +193,4 @@ class scale_by_learning_rate(Transformation):  # noqa: N801
         if callable(self.learning_rate):
             return _scale_by_schedule(updates, state, self.learning_rate, sign)
         step_size = sign * jnp.asarray(self.learning_rate)
-        return trees.leaf_map(lambda u: _scaled(u, step_size), updates), state
+        return _scaled(updates, step_size), state

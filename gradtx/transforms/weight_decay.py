@@ -4,7 +4,6 @@ import dataclasses
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from gradtx import checks, masks, numerics, trees
 from gradtx.base import (
@@ -105,8 +104,10 @@ class add_decayed_weights(Transformation):  # noqa: N801 - Optax's name
         else:
             decay = self.weight_decay
 
+        decay_in = numerics.casts_of(decay)
+
         def decayed(u: jax.Array, p: jax.Array) -> jax.Array:
-            return (u + jnp.asarray(decay).astype(u.dtype) * p).astype(u.dtype)
+            return numerics.cast(u + decay_in(u.dtype) * p, u.dtype)
 
         return trees.leaf_map(decayed, updates, params), state
 

@@ -92,6 +92,7 @@ class scale_by_yogi(Transformation):  # noqa: N801 - Optax's name
             updates, state.mu, tree_name="gradients", reference_name="optimizer state"
         )
         count = numerics.safe_increment(state.count)
+        correct = numerics.BiasCorrection(count)
         b1, b2 = self.b1, self.b2
 
         def leaf(g: jax.Array, mu: jax.Array, nu: jax.Array) -> tuple[jax.Array, ...]:
@@ -100,8 +101,8 @@ class scale_by_yogi(Transformation):  # noqa: N801 - Optax's name
             g_sq = numerics.abs_sq(g.astype(dtype))
             nu_old = nu.astype(dtype)
             nu_new = nu_old - (1 - b2) * jnp.sign(nu_old - g_sq) * g_sq
-            mu_hat = numerics.bias_correction(mu_new, b1, count)
-            nu_hat = numerics.bias_correction(nu_new, b2, count)
+            mu_hat = correct(mu_new, b1)
+            nu_hat = correct(nu_new, b2)
             update = mu_hat / (jnp.sqrt(nu_hat + self.eps_root) + self.eps)
             return update.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype)
 
