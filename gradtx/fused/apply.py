@@ -220,24 +220,28 @@ def fused_apply(
     with the same state structure, dtypes and values. ``fused_apply`` knows no
     optimizer: it traces that plain step, takes every output that is a
     per-element function of one leaf's float32 arrays (the new param and its
-    moments or traces, for Adam(W), SGD with momentum, Lion, AdaMax, AMSGrad,
-    Yogi, RAdam, AdEMAMix, sign SGD, ... and chains of such pieces) and
+    moments or traces, for Adam(W), NAdam(W), SGD with momentum, Lion,
+    AdaMax, AMSGrad, Yogi, RAdam, AdaBelief, Adan, AdEMAMix, LAMB, LARS,
+    NovoGrad, sign SGD, ... and chains of such pieces, global-norm clipping
+    first included) and
     computes them with generated native custom calls (one per 16 leaves) that
     read and write each element once, in place when the buffers are donated.
     Step counts, schedules and bias corrections stay in JAX and reach the
-    kernel as data, so changing a hyperparameter never recompiles. The kernel
-    for a kind of step is generated and compiled once per machine (a C++
-    compiler is needed, a few seconds; cached in ``~/.cache/gradtx``). A leaf
-    whose update reads a reduction (a global norm, a trust ratio), a function
-    XLA approximates its own way (``rsqrt``, ``exp``), other dtypes, and every
-    leaf on GPU/TPU, several devices or with ``GRADTX_DISABLE_NATIVE=1`` take
-    the plain step; the choice is made when the step is traced.
+    kernel as data, so changing a hyperparameter never recompiles; so do
+    reductions such as ``clip_by_global_norm``'s norm or LAMB's trust ratios,
+    which then enter the one pass as scalars. The kernel for a kind of step
+    is generated and compiled once per machine (a C++ compiler is needed, a
+    few seconds; cached in ``~/.cache/gradtx``). A leaf whose update needs a
+    function XLA approximates its own way (``rsqrt``, ``exp``), other dtypes,
+    and every leaf on GPU/TPU, several devices or with
+    ``GRADTX_DISABLE_NATIVE=1`` take the plain step; the choice is made when
+    the step is traced.
 
     The fast path gives bitwise the results of the plain step compiled by
-    ``jax.jit`` (the kernel repeats XLA's operations, roundings and fused
-    multiply-adds, and where it cannot predict them, as for NAdam's two
-    contracted products or a product by a constant one, it leaves the leaf to
-    XLA; so are one-element leaves). It is differentiable (through the plain
+    ``jax.jit`` (the kernel repeats XLA's operations, roundings, nested
+    divisions and fused multiply-adds, and where it cannot predict them, as
+    for a product by a constant one, it leaves the leaf to XLA; so are
+    one-element leaves). It is differentiable (through the plain
     step) and works under ``jax.vmap`` (one kernel call per batch element;
     there XLA compiles the plain step differently, and the two agree to a
     rounding).

@@ -144,7 +144,7 @@ def _statement(output: int, instruction: Instruction) -> str:
         value = f"{ops[0]} != 0.0f"
     elif op == "convert_element_type" and instruction.param == "bool->float32":
         value = f"({ops[0]} ? 1.0f : 0.0f)"
-    elif op in ("convert_element_type", "copy", "copy_p", "integer_pow"):
+    elif op in ("convert_element_type", "copy", "copy_p", "integer_pow", "broadcast_in_dim"):
         value = ops[0]
     else:  # lift.py admits only the operations above
         raise ValueError(f"no C++ for {op}")

@@ -12,13 +12,17 @@ positions, so every leaf of the same optimizer shares one compiled loop.
 
 The program keeps XLA's arithmetic so that the kernel is bitwise the plain
 path: a division by a scalar is a multiplication by the scalar's reciprocal
-(XLA's algebraic simplifier rewrites it so when that scalar has no other
-user), and an addition or subtraction of a product is one fused multiply-add
-exactly where LLVM contracts one inside XLA's loop for that output: the
-product has that one use, and of two products the one LLVM's reassociation
-pass ranks first (see ``_llvm_ranks``). Where this model is not sure (two
-products it would order the other way, a product by a constant one, a scalar
-read from a reduction) the output is left to XLA.
+when that scalar has no other user (XLA's algebraic simplifier rewrites it so),
+other divisions nest as the simplifier nests them (``(a / b) / c`` is
+``a / (b * c)``, see ``_xla_divisions``), and an addition or subtraction of a
+product is one fused multiply-add exactly where LLVM contracts one inside
+XLA's loop for that output: the product has that one use, and of two products
+the one LLVM's reassociation pass ranks first, in the loop that computes it
+(see ``_loop_ranks``). Scalars computed from reductions (a global norm, trust
+ratios) come from the same XLA operations in both steps. Where the model
+knows it cannot follow XLA (a product by a constant one, a division by an
+array's square root, which XLA turns into its own ``rsqrt``) the output is
+left to XLA.
 """
 
 import dataclasses
@@ -136,8 +140,12 @@ def lift(graph: Graph, aliases: dict[int, int]) -> list[Component]:
 
 
 def _array_inputs(node: Node) -> set[int]:
-    """The array inputs ``node`` depends on, through any operation."""
-    reached = reachable([node], lambda _: True)
+    """The arrays ``node`` reads element by element (not through a reduction).
+
+    A reduction (a global norm) is computed by XLA in the one-pass step too,
+    as a scalar for the kernels, so the arrays it reads do not count.
+    """
+    reached = reachable([node], lambda top: bool(top.shape))
     return {top.index for top in reached if top.kind == "input" and top.shape}
 
 
@@ -182,6 +190,8 @@ def _check_op(node: Node) -> None:
         pass
     elif name == "select_n" and len(node.args) == 3:
         pass
+    elif name == "broadcast_in_dim" and not node.args[0].shape:
+        pass  # a scalar, read in every element (jnp.zeros_like, jnp.where)
     else:
         raise NotElementwiseError
     # JAX emits x**y as a chain of products; beyond y = 2 they would need
@@ -196,21 +206,10 @@ def _check_op(node: Node) -> None:
 
 
 def _check_scalar(node: Node) -> None:
-    if node.dtype not in (_F32, _BOOL) or _reads_reduction(node):
+    # A scalar computed from a reduction (a global norm, a trust ratio) is
+    # fine: the one-pass step computes it with the same XLA operations.
+    if node.dtype not in (_F32, _BOOL):
         raise NotElementwiseError
-
-
-def _reads_reduction(node: Node) -> bool:
-    """Whether a scalar is computed from a reduction of arrays (a norm, say).
-
-    XLA fuses a reduction with what surrounds it, so the same norm can round
-    differently in the plain step and in the one-pass step: outputs that read
-    one are left to XLA.
-    """
-    return any(
-        top.kind == "op" and any(arg.shape for arg in top.args)
-        for top in reachable([node], lambda top: top.kind == "op")
-    )
 
 
 def _connected(cones: dict[int, tuple[list[Node], set[int]]]) -> list[list[int]]:
@@ -301,7 +300,7 @@ def _program(
         for arg in node.args:
             uses[id(arg)] = uses.get(id(arg), 0) + 1
     local = {id(node): k for k, node in enumerate(order)}
-    rank = _llvm_ranks(output, separate)
+    ranks = _loop_ranks(output, separate)
 
     def operand(arg: Node) -> Operand:
         constant = _constant(arg)
@@ -348,13 +347,11 @@ def _program(
         args = node.args
         left_factors = factors(args[0]) if name in ("add", "sub") else None
         right_factors = factors(args[1]) if name in ("add", "sub") else None
+        rank = ranks.get(id(node), {})
         if left_factors and right_factors and rank.get(id(args[1]), 0) < rank.get(id(args[0]), 0):
             # Two products: LLVM contracts the one its reassociation pass puts
-            # first, the lower-ranked; the left one when their ranks tie. Ranks
-            # follow the order of the loads in XLA's loop, which this model
-            # reproduces only for straight-line arithmetic: where it finds a
-            # lower rank on the right, XLA computes the output.
-            raise NotElementwiseError
+            # first, the lower-ranked; the left one when their ranks tie.
+            left_factors = None
         if left_factors:
             right_factors = None
         if left_factors:
@@ -413,7 +410,7 @@ def _xla_divisions(
         new = node if args == node.args else dataclasses.replace(node, args=args)
         if divided(node) and not by_reciprocal(node):
             top, bottom = args
-            if bottom.kind == "op" and bottom.name == "sqrt":
+            if bottom.kind == "op" and bottom.name == "sqrt" and bottom.shape:
                 raise NotElementwiseError
             top_divided = divided(top) and not by_reciprocal(top)
             bottom_divided = divided(bottom) and not by_reciprocal(bottom)
@@ -449,14 +446,18 @@ _FUSED_SCALAR_OPS = frozenset(
     | COMPARISONS
 )
 # Operations that LLVM does not count in a value's rank (or that vanish).
-_RANKLESS = frozenset({"neg", "not", "convert_element_type", "copy", "copy_p"})
+_RANKLESS = frozenset({"neg", "not", "convert_element_type", "copy", "copy_p", "broadcast_in_dim"})
 # Array operations XLA does not duplicate into several loops: computed once,
 # they reach each loop that uses them as a parameter.
 _EXPENSIVE = frozenset({"div", "sqrt"})
 
 
 def materialized(graph: Graph) -> set[int]:
-    """The expensive array values that more than one of XLA's loops reads."""
+    """The array values XLA computes in a loop of their own and others load.
+
+    The step's outputs (a new moment that the new param also reads), and the
+    expensive values that more than one of XLA's loops reads.
+    """
 
     def array_op(node: Node) -> bool:
         return node.kind == "op" and bool(node.shape)
@@ -473,10 +474,33 @@ def materialized(graph: Graph) -> set[int]:
         for node in reachable(start, array_op):
             if array_op(node) and node.name in _EXPENSIVE:
                 readers[id(node)] = readers.get(id(node), 0) + 1
-    return {key for key, count in readers.items() if count > 1}
+    outputs = {id(node) for node in graph.outputs if array_op(node)}
+    return outputs | {key for key, count in readers.items() if count > 1}
 
 
-def _llvm_ranks(output: Node, separate: set[int]) -> dict[int, int]:
+def _loop_ranks(output: Node, separate: set[int]) -> dict[int, dict[int, int]]:
+    """For each operation of ``output``, the ranks of the XLA loop that computes it.
+
+    A value in ``separate`` (another output, say a new moment that the new
+    param reads) is computed in its own loop, with that loop's ranks, and
+    only loaded by the loops that read it; the kernel computes it once, as
+    its own loop would.
+    """
+    ranks_of: dict[int, dict[int, int]] = {}
+    pending, done = [output], set()
+    while pending:
+        root = pending.pop()
+        if id(root) in done:
+            continue
+        done.add(id(root))
+        rank, operations, stops = _llvm_ranks(root, separate)
+        for node in operations:
+            ranks_of.setdefault(id(node), rank)
+        pending.extend(node for node in stops if node.kind == "op" and id(node) in separate)
+    return ranks_of
+
+
+def _llvm_ranks(output: Node, separate: set[int]) -> tuple[dict[int, int], list[Node], list[Node]]:
     """The rank LLVM's reassociation pass gives each value of ``output``'s loop.
 
     XLA's loop body loads the fusion's scalar parameters first, then each
@@ -485,6 +509,10 @@ def _llvm_ranks(output: Node, separate: set[int]) -> dict[int, int]:
     their own); the pass numbers loads in that order, and an operation ranks
     one above its highest-ranked operand. Constants rank 0. The ranks decide
     which of two products an addition contracts.
+
+    Returns:
+      The ranks, the operations of the loop (operands first) and the values
+      it loads.
     """
 
     def emitted_in_loop(node: Node) -> bool:
@@ -499,7 +527,7 @@ def _llvm_ranks(output: Node, separate: set[int]) -> dict[int, int]:
     for node in operations:
         highest = max((rank.get(id(arg), 0) for arg in node.args), default=0)
         rank[id(node)] = highest + (0 if node.name in _RANKLESS else 1)
-    return rank
+    return rank, operations, stops
 
 
 def _constant(node: Node) -> np.ndarray | None:
