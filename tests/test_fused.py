@@ -136,7 +136,27 @@ OPTIMIZERS |= {
     "adabelief": gradtx.adabelief(1e-3),
     "adan": gradtx.adan(1e-3),
     "clip_then_adam": gradtx.chain(gradtx.clip(0.5), gradtx.adam(1e-3)),
-    # A reduction first (a global norm, trust ratios), then the one pass.
+    # A reduction first (trust ratios), then the one pass.
+    "lars": gradtx.lars(1e-3),
+    "lamb": gradtx.lamb(1e-3),
+    "novograd": gradtx.novograd(1e-3),
+}
+
+# XLA's rsqrt (the CPU's estimate refined), which the kernel repeats.
+OPTIMIZERS |= {
+    "rmsprop": gradtx.rmsprop(1e-3),
+    "adagrad": gradtx.adagrad(1e-2),
+}
+
+# Optimizers the fast path leaves to XLA: per-row maxima (SM3), a
+# subtraction inside a longer sum (centered RMSProp's nu - mu**2 + eps, which
+# LLVM reorders), two products of equal rank in a loop that loads a value
+# shared by several loops (RMSProp's rsqrt with momentum, the clipped gradient
+# of clip_by_global_norm). The result is still the plain path's.
+PARTLY_PLAIN = {
+    "sm3": gradtx.sm3(1e-3),
+    "rmsprop_centered": gradtx.rmsprop(1e-3, centered=True, momentum=0.9),
+    "rmsprop_momentum": gradtx.rmsprop(1e-3, momentum=0.9, nesterov=True),
     "transformer_recipe": gradtx.chain(
         gradtx.clip_by_global_norm(1.0),
         gradtx.adamw(
@@ -146,17 +166,6 @@ OPTIMIZERS |= {
             mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p),
         ),
     ),
-    "lars": gradtx.lars(1e-3),
-    "lamb": gradtx.lamb(1e-3),
-    "novograd": gradtx.novograd(1e-3),
-}
-
-# Optimizers the fast path leaves to XLA: XLA's own rsqrt (not 1 / sqrt),
-# per-row maxima (SM3). The result is still the plain path's.
-PARTLY_PLAIN = {
-    "sm3": gradtx.sm3(1e-3),
-    "rmsprop": gradtx.rmsprop(1e-3),
-    "adagrad": gradtx.adagrad(1e-2),
 }
 
 
@@ -404,3 +413,15 @@ def test_a_failed_build_warns_once_and_falls_back(tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert completed.stderr.count("native CPU optimizer kernel is unavailable") == 1
     assert "0.999" in completed.stdout
+
+
+@needs_native
+def test_the_kernels_rsqrt_is_xlas():
+    from gradtx.fused import apply
+
+    assert apply.rsqrt_form() in ("1", "2")
+    x = np.abs(np.asarray(jax.random.normal(jax.random.PRNGKey(5), (1003,)))) * 1e3
+    tx = gradtx.chain(gradtx.scale_by_rms(), gradtx.scale(-1.0))
+    params = {"w": jnp.asarray(x, jnp.float32)}
+    assert uses_kernel(tx, params, tx.init(params), params)
+    compare_steps(tx, params, steps=2)

@@ -84,7 +84,7 @@ class _Plan:
             if self.out_tree == params_and_state
             else {}
         )
-        self.components = lift.lift(self.graph, aliases)
+        self.components = lift.lift(self.graph, aliases, rsqrt=rsqrt_form)
         if not self.components:
             raise UnsupportedError
         forms = {component.form for component in self.components}
@@ -114,6 +114,35 @@ class _Plan:
                         outputs[k] = result
         _keep_asynchronous(outputs)
         return jax.tree.unflatten(self.out_tree, outputs)
+
+
+@functools.cache
+def rsqrt_form() -> str | None:
+    """The kernel's ``rsqrt`` that equals XLA's on this machine, or None.
+
+    XLA computes ``rsqrt`` from the CPU's estimate and one or two Newton
+    steps, depending on the CPU (``runtime.h``); each candidate kernel is
+    compared bit for bit with XLA's ``rsqrt`` on normal, subnormal, zero and
+    infinite inputs, once per process.
+    """
+    rng = np.random.default_rng(0)
+    normal = np.exp(rng.uniform(-87, 88, 2**16 + 3)).astype(np.float32)
+    special = np.array([0.0, 1e-40, 1e-45, 1.1754944e-38, np.inf, 1.0, 4.0, 2.0], np.float32)
+    x = np.concatenate([normal, special])
+    with jax.ensure_compile_time_eval():
+        expected = np.asarray(jax.jit(jax.lax.rsqrt)(x))
+        for steps in ("2", "1"):
+            rsqrt = lift.Instruction(0, "rsqrt", (("in", "0"),), "float32", steps)
+            form = lift.Form(1, 0, (), (((rsqrt,), ("t", "0")),), (-1,))
+            if not build.register(form):
+                return None
+            call = jax.ffi.ffi_call(
+                codegen.symbol(form), jax.ShapeDtypeStruct(x.shape, jnp.float32)
+            )
+            got = np.asarray(jax.jit(call)(np.zeros(1, np.float32), x))
+            if np.array_equal(got.view(np.int32), expected.view(np.int32)):
+                return steps
+    return None
 
 
 def _scalar_row(component: lift.Component, scalar_values: dict[int, Any]) -> list[jax.Array]:

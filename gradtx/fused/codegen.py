@@ -66,18 +66,25 @@ def source(form: Form) -> str:
             lines.append(f"  const bool s{k} = s[{k}] != 0.0f;")
         else:
             lines.append(f"  const float s{k} = s[{k}];")
-    lines.append("  for (int64_t i = 0; i < n; ++i) {")
+    targets = [
+        f"io{form.aliases[output]}" if form.aliases[output] >= 0 else f"out{output}"
+        for output in range(outputs)
+    ]
+    if _uses_rsqrt(form):
+        # XLA's rsqrt is the CPU's vector estimate refined; the compiler would
+        # not vectorize the scalar intrinsic, so blocks of 8 are spelled out.
+        lines += _blocked_loop(form, aliased, targets)
+        lines.append("  for (; i < n; ++i) {")
+    else:
+        lines.append("  for (int64_t i = 0; i < n; ++i) {")
     for slot in range(inputs):
         pointer = f"io{slot}" if slot in aliased else f"in{slot}"
         lines.append(f"    const float x{slot} = {pointer}[i];")
-    stores = []
-    for output, (instructions, result) in enumerate(form.programs):
+    for output, (instructions, _) in enumerate(form.programs):
         for instruction in instructions:
             lines.append("    " + _statement(output, instruction))
-        slot = form.aliases[output]
-        target = f"io{slot}" if slot >= 0 else f"out{output}"
-        stores.append(f"    {target}[i] = {_operand(output, result)};")
-    lines += stores
+    for output, (_, result) in enumerate(form.programs):
+        lines.append(f"    {targets[output]}[i] = {_operand(output, result)};")
     lines += ["  }", "}", ""]
 
     copies = "".join(
@@ -101,14 +108,44 @@ def source(form: Form) -> str:
     return _PRELUDE + "\n".join(lines)
 
 
-def _operand(output: int, operand: Operand) -> str:
+def _uses_rsqrt(form: Form) -> bool:
+    return any(i.op == "rsqrt" for instructions, _ in form.programs for i in instructions)
+
+
+def _blocked_loop(form: Form, aliased: dict[int, int], targets: list[str]) -> list[str]:
+    """The leaf loop over whole blocks of 8 elements, each value an array of 8."""
+    lanes = "for (int k = 0; k < 8; ++k)"
+    lines = ["  int64_t i = 0;", "  for (; i + 8 <= n; i += 8) {"]
+    for slot in range(form.inputs):
+        pointer = f"io{slot}" if slot in aliased else f"in{slot}"
+        lines.append(f"    float xb{slot}[8];")
+        lines.append(f"    {lanes} xb{slot}[k] = {pointer}[i + k];")
+    for output, (instructions, _) in enumerate(form.programs):
+        for instruction in instructions:
+            ctype = "bool" if instruction.dtype == "bool" else "float"
+            dest = f"t{output}_{instruction.dest}"
+            lines.append(f"    {ctype} {dest}[8];")
+            source = instruction.operands[0]
+            if instruction.op == "rsqrt" and source[0] in ("in", "t"):
+                array = _operand(output, source, "[k]").removesuffix("[k]")
+                lines.append(f"    gradtx::xla_rsqrt8<{instruction.param}>({array}, {dest});")
+            else:
+                value = _statement(output, instruction, lane="[k]").split(" = ", 1)[1]
+                lines.append(f"    {lanes} {dest}[k] = {value}")
+    for output, (_, result) in enumerate(form.programs):
+        lines.append(f"    {lanes} {targets[output]}[i + k] = {_operand(output, result, '[k]')};")
+    lines.append("  }")
+    return lines
+
+
+def _operand(output: int, operand: Operand, lane: str = "") -> str:
     kind = operand[0]
     if kind == "in":
-        return f"x{operand[1]}"
+        return f"xb{operand[1]}{lane}" if lane else f"x{operand[1]}"
     if kind == "s":
         return f"s{operand[1]}"
     if kind == "t":
-        return f"t{output}_{operand[1]}"
+        return f"t{output}_{operand[1]}{lane}"
     text, dtype = operand[1], operand[2]
     if dtype == "bool":
         return text
@@ -119,8 +156,8 @@ def _operand(output: int, operand: Operand) -> str:
     return f"{text}f"
 
 
-def _statement(output: int, instruction: Instruction) -> str:
-    ops = [_operand(output, operand) for operand in instruction.operands]
+def _statement(output: int, instruction: Instruction, lane: str = "") -> str:
+    ops = [_operand(output, operand, lane) for operand in instruction.operands]
     op = instruction.op
     if op == "fma":
         value = f"gradtx::fma_or_madd({ops[0]}, {ops[1]}, {ops[2]})"
@@ -132,6 +169,8 @@ def _statement(output: int, instruction: Instruction) -> str:
         value = f"{ops[0]} {_BINARY_OPERATORS[op]} {ops[1]}"
     elif op in _FUNCTIONS:
         value = f"{_FUNCTIONS[op]}({', '.join(ops)})"
+    elif op == "rsqrt":
+        value = f"gradtx::xla_rsqrt<{instruction.param}>({ops[0]})"
     elif op == "neg":
         value = f"-{ops[0]}"
     elif op == "not":

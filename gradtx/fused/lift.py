@@ -20,9 +20,9 @@ XLA's loop for that output: the product has that one use, and of two products
 the one LLVM's reassociation pass ranks first, in the loop that computes it
 (see ``_loop_ranks``). Scalars computed from reductions (a global norm, trust
 ratios) come from the same XLA operations in both steps. Where the model
-knows it cannot follow XLA (a product by a constant one, a division by an
-array's square root, which XLA turns into its own ``rsqrt``) the output is
-left to XLA.
+knows it cannot follow XLA (a product by a constant one; ``rsqrt``, which XLA
+computes from the CPU's estimate, where the kernel's form of it was not found
+equal to XLA's on this machine) the output is left to XLA.
 """
 
 import dataclasses
@@ -37,11 +37,11 @@ from gradtx.fused.graph import Graph, Node, evaluate, postorder, reachable
 _F32 = np.dtype(np.float32)
 _BOOL = np.dtype(np.bool_)
 
-# Elementwise primitives the kernel computes, by the number of operands. Not
-# rsqrt: XLA's is not 1 / sqrt(x) (it differs in the last bit for a third of
-# inputs), nor exp, log, tanh or pow, which XLA approximates its own way.
+# Elementwise primitives the kernel computes, by the number of operands. rsqrt
+# only in the form found equal to XLA's on this machine (see ``lift``); not
+# exp, log, tanh or pow, which XLA approximates its own way.
 UNARY = frozenset(
-    {"neg", "sqrt", "abs", "sign", "square", "integer_pow", "not", "is_finite", "copy"}
+    {"neg", "sqrt", "rsqrt", "abs", "sign", "square", "integer_pow", "not", "is_finite", "copy"}
 )
 UNARY |= {"convert_element_type", "copy_p"}
 BINARY = frozenset({"add", "sub", "mul", "div", "max", "min", "and", "or"})
@@ -104,19 +104,26 @@ class Component:
     form: Form
 
 
-def lift(graph: Graph, aliases: dict[int, int]) -> list[Component]:
+def lift(
+    graph: Graph, aliases: dict[int, int], rsqrt: Callable[[], str | None] = lambda: None
+) -> list[Component]:
     """The components of ``graph``'s outputs that the kernel can compute.
 
     Args:
       graph: the traced step.
       aliases: for an output, the input it replaces (a param, a state leaf);
         the kernel then updates that input's buffer in place.
+      rsqrt: gives the kernel's form of XLA's ``rsqrt`` found equal to it on
+        this machine (the number of Newton steps after the CPU's estimate), or
+        None: outputs that need ``rsqrt`` are then left to XLA. Called only
+        for a step that needs it.
 
     Returns:
       The components; outputs not in any are left to XLA.
     """
     scalar_users = _scalar_users(graph)
     separate = materialized(graph)
+    returned = stored(graph)
     cones: dict[int, tuple[list[Node], set[int]]] = {}
     # Arrays that XLA reads anyway, for an output the kernel cannot compute: a
     # kernel for the other outputs of that leaf would add a pass, not save one.
@@ -133,7 +140,11 @@ def lift(graph: Graph, aliases: dict[int, int]) -> list[Component]:
         if any(cones[position][1] & read_by_xla for position in outputs):
             continue
         try:
-            components.append(_component(graph, outputs, cones, aliases, scalar_users, separate))
+            components.append(
+                _component(
+                    graph, outputs, cones, aliases, scalar_users, (separate, returned), rsqrt
+                )
+            )
         except NotElementwiseError:
             continue
     return components
@@ -241,7 +252,8 @@ def _component(
     cones: dict[int, tuple[list[Node], set[int]]],
     aliases: dict[int, int],
     scalar_users: dict[int, int],
-    separate: set[int],
+    loops: tuple[set[int], set[int]],
+    rsqrt: Callable[[], str | None],
 ) -> Component:
     shapes = {graph.outputs[position].shape for position in outputs}
     if len(shapes) != 1:
@@ -264,7 +276,7 @@ def _component(
     for position in outputs:
         order, _ = cones[position]
         programs.append(
-            _program(order, graph.outputs[position], input_slot, scalar, scalar_users, separate)
+            _program(order, graph.outputs[position], input_slot, scalar, scalar_users, loops, rsqrt)
         )
     used_aliases = []
     for position in outputs:
@@ -287,20 +299,32 @@ def _program(
     input_slot: dict[int, int],
     scalar: Callable[[Node, str], Operand],
     scalar_users: dict[int, int],
-    separate: set[int],
+    loops: tuple[set[int], set[int]],
+    rsqrt: Callable[[], str | None],
 ) -> tuple[tuple[Instruction, ...], Operand]:
-    """The instructions computing ``output``, with XLA's contractions."""
+    """The instructions computing ``output``, with XLA's contractions.
+
+    ``loops`` is the values XLA computes in loops of their own
+    (:func:`materialized`) and, among them, the step's outputs (:func:`stored`).
+    """
+    separate, returned = loops
 
     def by_reciprocal(node: Node) -> bool:
         return _is_scalar_division(node) and scalar_users.get(id(node.args[1]), 0) == 1
 
     order, output, separate = _xla_divisions(order, output, by_reciprocal, separate)
     uses: dict[int, int] = {}
+    summed: set[int] = set()  # values that an addition or subtraction reads
+    subtracted: set[int] = set()  # values that a subtraction reads
     for node in order:
         for arg in node.args:
             uses[id(arg)] = uses.get(id(arg), 0) + 1
+            if node.name in ("add", "sub"):
+                summed.add(id(arg))
+            if node.name == "sub":
+                subtracted.add(id(arg))
     local = {id(node): k for k, node in enumerate(order)}
-    ranks = _loop_ranks(output, separate)
+    ranks, loads_intermediate = _loop_ranks(output, separate, returned)
 
     def operand(arg: Node) -> Operand:
         constant = _constant(arg)
@@ -348,12 +372,25 @@ def _program(
         left_factors = factors(args[0]) if name in ("add", "sub") else None
         right_factors = factors(args[1]) if name in ("add", "sub") else None
         rank = ranks.get(id(node), {})
-        if left_factors and right_factors and rank.get(id(args[1]), 0) < rank.get(id(args[0]), 0):
+        if left_factors and right_factors:
             # Two products: LLVM contracts the one its reassociation pass puts
-            # first, the lower-ranked; the left one when their ranks tie.
-            left_factors = None
+            # first, the lower-ranked; the left one when their ranks tie,
+            # except in a loop that loads a value XLA computed in another loop
+            # for several (RMSProp's rsqrt, read by its trace and its params):
+            # there the tie goes the other way, measured, and is not modelled.
+            left_rank, right_rank = rank.get(id(args[0]), 0), rank.get(id(args[1]), 0)
+            if left_rank == right_rank and loads_intermediate.get(id(node), False):
+                raise NotElementwiseError
+            if right_rank < left_rank:
+                left_factors = None
         if left_factors:
             right_factors = None
+        if (left_factors or right_factors) and _in_longer_sum(
+            node, uses, summed, subtracted, separate
+        ):
+            # LLVM's reassociation reorders such a sum, which moves the
+            # contraction: not modelled.
+            raise NotElementwiseError
         if left_factors:
             op = "fma" if name == "add" else "fms"
             ops = (*left_factors, operand(args[1]))
@@ -369,12 +406,44 @@ def _program(
             param = ""
             if name == "integer_pow":
                 param = str(node.params["y"])
+            elif name == "rsqrt":
+                steps = rsqrt()
+                if steps is None:
+                    raise NotElementwiseError
+                param = steps
             elif name == "convert_element_type":
                 param = f"{args[0].dtype}->{np.dtype(node.params['new_dtype'])}"
             instructions.append(
                 Instruction(dest, name, tuple(operand(a) for a in args), dtype, param)
             )
     return tuple(instructions), operand(output)
+
+
+def _in_longer_sum(
+    node: Node, uses: dict[int, int], summed: set[int], subtracted: set[int], separate: set[int]
+) -> bool:
+    """Whether ``node`` (a sum of two terms) is one link of a sum of three or more.
+
+    Only within one XLA loop: a value computed in a loop of its own (a new
+    moment) is a load where it is read, which ends the sum.
+    """
+
+    def in_loop(value: Node) -> bool:
+        return value.kind == "op" and uses.get(id(value)) == 1 and id(value) not in separate
+
+    def sum_link(value: Node) -> bool:
+        return in_loop(value) and value.name in ("add", "sub")
+
+    links = [arg for arg in node.args if sum_link(arg)]
+    feeds_sum = in_loop(node) and id(node) in summed
+    if feeds_sum and id(node) in subtracted:
+        return True
+    if feeds_sum:
+        links.append(node)
+    # Sums of additions keep their order (measured: SGD with L2 decay and
+    # momentum, AdaBelief); a subtraction in a longer sum does not (centered
+    # RMSProp: (nu - mu**2) + eps).
+    return bool(links) and any(value.name == "sub" for value in [node, *links])
 
 
 def _xla_divisions(
@@ -388,9 +457,9 @@ def _xla_divisions(
     A division that stays a division (not a product by a scalar's reciprocal)
     absorbs divisions among its operands: ``(a / b) / c`` is ``a / (b * c)``,
     ``a / (b / c)`` is ``(a * c) / b`` and ``(a / b) / (c / d)`` is
-    ``(a * d) / (b * c)``, each product with the operands in that order. A
-    division by a square root would be XLA's ``rsqrt``, which the kernel
-    cannot repeat.
+    ``(a * d) / (b * c)``, each product with the operands in that order; a
+    division by an array's square root is a product by its ``rsqrt`` (and by
+    an ``rsqrt``, a product by the square root).
 
     Returns:
       The new operations (operands first), the new output node and
@@ -410,11 +479,13 @@ def _xla_divisions(
         new = node if args == node.args else dataclasses.replace(node, args=args)
         if divided(node) and not by_reciprocal(node):
             top, bottom = args
-            if bottom.kind == "op" and bottom.name == "sqrt" and bottom.shape:
-                raise NotElementwiseError
             top_divided = divided(top) and not by_reciprocal(top)
             bottom_divided = divided(bottom) and not by_reciprocal(bottom)
-            if top_divided and bottom_divided:
+            if bottom.kind == "op" and bottom.name in ("sqrt", "rsqrt") and bottom.shape:
+                # a / sqrt(b) is a * rsqrt(b), and a / rsqrt(b) is a * sqrt(b).
+                inverse = jax.lax.rsqrt_p if bottom.name == "sqrt" else jax.lax.sqrt_p
+                new = op(jax.lax.mul_p, node, top, op(inverse, bottom, *bottom.args))
+            elif top_divided and bottom_divided:
                 a, b = top.args
                 c, d = bottom.args
                 new = op(
@@ -447,9 +518,11 @@ _FUSED_SCALAR_OPS = frozenset(
 )
 # Operations that LLVM does not count in a value's rank (or that vanish).
 _RANKLESS = frozenset({"neg", "not", "convert_element_type", "copy", "copy_p", "broadcast_in_dim"})
+# Operations that leave a value as it is when the dtype does not change.
+_NO_OPS = frozenset({"convert_element_type", "copy", "copy_p"})
 # Array operations XLA does not duplicate into several loops: computed once,
 # they reach each loop that uses them as a parameter.
-_EXPENSIVE = frozenset({"div", "sqrt"})
+_EXPENSIVE = frozenset({"div", "sqrt", "rsqrt"})
 
 
 def materialized(graph: Graph) -> set[int]:
@@ -474,19 +547,40 @@ def materialized(graph: Graph) -> set[int]:
         for node in reachable(start, array_op):
             if array_op(node) and node.name in _EXPENSIVE:
                 readers[id(node)] = readers.get(id(node), 0) + 1
-    outputs = {id(node) for node in graph.outputs if array_op(node)}
-    return outputs | {key for key, count in readers.items() if count > 1}
+    return stored(graph) | {key for key, count in readers.items() if count > 1}
 
 
-def _loop_ranks(output: Node, separate: set[int]) -> dict[int, dict[int, int]]:
+def stored(graph: Graph) -> set[int]:
+    """The array values the step returns (through casts that change nothing)."""
+    values: set[int] = set()
+    for node in graph.outputs:
+        # XLA removes a cast that changes nothing: what is stored is beneath.
+        while node.kind == "op" and node.shape:
+            values.add(id(node))
+            if not (node.name in _NO_OPS and node.args[0].dtype == node.dtype):
+                break
+            node = node.args[0]
+    return values
+
+
+def _loop_ranks(
+    output: Node, separate: set[int], outputs: set[int]
+) -> tuple[dict[int, dict[int, int]], dict[int, bool]]:
     """For each operation of ``output``, the ranks of the XLA loop that computes it.
 
     A value in ``separate`` (another output, say a new moment that the new
     param reads) is computed in its own loop, with that loop's ranks, and
     only loaded by the loops that read it; the kernel computes it once, as
     its own loop would.
+
+    Returns:
+      Per operation, the ranks of its loop, and whether that loop loads a
+      value in ``separate`` that is not in ``outputs`` (the step's outputs).
     """
     ranks_of: dict[int, dict[int, int]] = {}
+    # Whether the loop loads a value computed in another loop that is not one
+    # of the step's outputs.
+    loads_intermediate: dict[int, bool] = {}
     pending, done = [output], set()
     while pending:
         root = pending.pop()
@@ -494,10 +588,13 @@ def _loop_ranks(output: Node, separate: set[int]) -> dict[int, dict[int, int]]:
             continue
         done.add(id(root))
         rank, operations, stops = _llvm_ranks(root, separate)
+        loaded = [node for node in stops if node.kind == "op" and id(node) in separate]
+        intermediate = any(id(node) not in outputs for node in loaded)
         for node in operations:
             ranks_of.setdefault(id(node), rank)
-        pending.extend(node for node in stops if node.kind == "op" and id(node) in separate)
-    return ranks_of
+            loads_intermediate.setdefault(id(node), intermediate)
+        pending.extend(loaded)
+    return ranks_of, loads_intermediate
 
 
 def _llvm_ranks(output: Node, separate: set[int]) -> tuple[dict[int, int], list[Node], list[Node]]:
@@ -526,8 +623,22 @@ def _llvm_ranks(output: Node, separate: set[int]) -> tuple[dict[int, int], list[
     rank = {id(node): position + 1 for position, node in enumerate(scalars + arrays)}
     for node in operations:
         highest = max((rank.get(id(arg), 0) for arg in node.args), default=0)
-        rank[id(node)] = highest + (0 if node.name in _RANKLESS else 1)
+        rank[id(node)] = highest + _rank_step(node)
     return rank, operations, stops
+
+
+def _rank_step(node: Node) -> int:
+    """How far an operation ranks above its highest operand.
+
+    XLA's ``rsqrt`` is a function inlined into the loop before LLVM ranks it:
+    the estimate, then per Newton step five operations (runtime.h), then
+    the select of the estimate or the refined value.
+    """
+    if node.name in _RANKLESS:
+        return 0
+    if node.name == "rsqrt":
+        return 2 + 5 * int(node.params.get("steps", 2))
+    return 1
 
 
 def _constant(node: Node) -> np.ndarray | None:

@@ -29,8 +29,13 @@
 #include <thread>
 #include <vector>
 
+#include <limits>
+
 #if defined(__SSE__)
 #include <xmmintrin.h>
+#endif
+#if defined(__AVX__)
+#include <immintrin.h>
 #endif
 
 #include "xla/ffi/api/ffi.h"
@@ -184,6 +189,58 @@ inline float xla_min(float a, float b) { return (a != a || a <= b) ? a : b; }
 
 // XLA's sign of a float: -1, +1, or the operand itself for zeros and NaN.
 inline float xla_sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
+
+// XLA's rsqrt on x86 with AVX (xla/codegen/intrinsic/rsqrt.cc): the CPU's
+// estimate, refined by `Steps` Newton steps (two on Intel, one on AMD without
+// AVX-512), and the estimate itself below the smallest normal and at
+// infinity. Without AVX, XLA computes 1 / sqrt(x). Which form this machine's
+// XLA uses is found by comparing both (gradtx/fused/apply.py).
+template <int Steps>
+inline float xla_rsqrt(float x) {
+#if defined(__AVX__)
+  const float estimate = _mm_cvtss_f32(_mm_rsqrt_ss(_mm_set_ss(x)));
+  float r = estimate;
+  for (int step = 0; step < Steps; ++step) {
+    const float half_r = r * -0.5f;
+    const float h = fma_or_madd(x * r, r, -1.0f);
+    r = fma_or_madd(half_r, h, r);
+  }
+  const bool estimate_only =
+      x < std::numeric_limits<float>::min() || x == std::numeric_limits<float>::infinity();
+  return estimate_only ? estimate : r;
+#else
+  return 1.0f / std::sqrt(x);
+#endif
+}
+
+// xla_rsqrt of 8 elements, in one vector as XLA computes them.
+template <int Steps>
+inline void xla_rsqrt8(const float* x, float* out) {
+#if defined(__AVX__)
+  const __m256 v = _mm256_loadu_ps(x);
+  const __m256 estimate = _mm256_rsqrt_ps(v);
+  const __m256 minus_half = _mm256_set1_ps(-0.5f), minus_one = _mm256_set1_ps(-1.0f);
+  __m256 r = estimate;
+  for (int step = 0; step < Steps; ++step) {
+    const __m256 r2 = _mm256_mul_ps(v, r);
+    const __m256 half_r = _mm256_mul_ps(r, minus_half);
+#if defined(__FMA__)
+    const __m256 h = _mm256_fmadd_ps(r2, r, minus_one);
+    r = _mm256_fmadd_ps(half_r, h, r);
+#else
+    const __m256 h = _mm256_add_ps(_mm256_mul_ps(r2, r), minus_one);
+    r = _mm256_add_ps(_mm256_mul_ps(half_r, h), r);
+#endif
+  }
+  const __m256 small =
+      _mm256_cmp_ps(v, _mm256_set1_ps(std::numeric_limits<float>::min()), _CMP_LT_OQ);
+  const __m256 infinite =
+      _mm256_cmp_ps(v, _mm256_set1_ps(std::numeric_limits<float>::infinity()), _CMP_EQ_OQ);
+  _mm256_storeu_ps(out, _mm256_blendv_ps(r, estimate, _mm256_or_ps(small, infinite)));
+#else
+  for (int k = 0; k < 8; ++k) out[k] = xla_rsqrt<Steps>(x[k]);
+#endif
+}
 
 }  // namespace gradtx
 
