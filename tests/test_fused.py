@@ -425,3 +425,35 @@ def test_the_kernels_rsqrt_is_xlas():
     params = {"w": jnp.asarray(x, jnp.float32)}
     assert uses_kernel(tx, params, tx.init(params), params)
     compare_steps(tx, params, steps=2)
+
+
+@needs_native
+def test_a_kernel_that_differs_from_xla_in_one_constant_is_refused():
+    import dataclasses
+
+    from gradtx.fused import apply, build, verify
+
+    tx, params = gradtx.adam(1e-3), make_params()
+    state = tx.init(params)
+    with jax.ensure_compile_time_eval():
+        plan = apply._Plan(tx, params, state, params)
+    group = [c for c in plan.components if c.form == plan.components[0].form]
+    assert verify.agrees_with_xla(plan.graph, group, apply._call)
+
+    def nudged(operand):
+        if operand[0] != "lit" or operand[2] != "float32":
+            return operand
+        value = np.nextafter(np.float32(float.fromhex(operand[1])), np.float32(np.inf))
+        return ("lit", float(value).hex(), "float32")
+
+    programs = []
+    for instructions, result in group[0].form.programs:
+        changed = tuple(
+            dataclasses.replace(i, operands=tuple(nudged(o) for o in i.operands))
+            for i in instructions
+        )
+        programs.append((changed, result))
+    wrong = dataclasses.replace(group[0].form, programs=tuple(programs))
+    assert wrong != group[0].form and build.register(wrong)
+    wrong_group = [dataclasses.replace(c, form=wrong) for c in group]
+    assert not verify.agrees_with_xla(plan.graph, wrong_group, apply._call)

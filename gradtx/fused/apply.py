@@ -26,7 +26,7 @@ from gradtx.base import (
     Transformation,
     Updates,
 )
-from gradtx.fused import build, codegen, graph, lift
+from gradtx.fused import build, codegen, graph, lift, verify
 from gradtx.update import apply_updates
 
 # Leaves per custom call. XLA's compile time grows quadratically with the
@@ -90,6 +90,9 @@ class _Plan:
         forms = {component.form for component in self.components}
         if not all(build.register(form) for form in forms):
             raise UnsupportedError
+        self.components = _verified(self.graph, self.components)
+        if not self.components:
+            raise UnsupportedError
 
     def execute(self, all_leaves: Sequence[Any]) -> Any:
         """The step's outputs, from the kernels and (for the rest) from XLA."""
@@ -114,6 +117,17 @@ class _Plan:
                         outputs[k] = result
         _keep_asynchronous(outputs)
         return jax.tree.unflatten(self.out_tree, outputs)
+
+
+def _verified(graph_: graph.Graph, components: list[lift.Component]) -> list[lift.Component]:
+    """The components whose kernel computes what XLA does (``verify.py``)."""
+    by_form: dict[lift.Form, list[lift.Component]] = {}
+    for component in components:
+        by_form.setdefault(component.form, []).append(component)
+    agreeing = {
+        form for form, group in by_form.items() if verify.agrees_with_xla(graph_, group, _call)
+    }
+    return [component for component in components if component.form in agreeing]
 
 
 @functools.cache

@@ -168,15 +168,29 @@ def postorder(root: Node, expand: Callable[[Node], bool]) -> tuple[list[Node], l
     return order, stops
 
 
-def evaluate(nodes: Sequence[Node], inputs: Sequence[Any]) -> list[Any]:
+def evaluate(
+    nodes: Sequence[Node],
+    inputs: Sequence[Any],
+    known: dict[int, Any] | None = None,
+    shape: tuple[int, ...] | None = None,
+) -> list[Any]:
     """The values of ``nodes`` computed with JAX from the step's flat ``inputs``.
 
     Only what ``nodes`` depend on is evaluated; under ``jax.jit`` these are the
     same operations the plain step would emit.
+
+    Args:
+      nodes: the values wanted.
+      inputs: the step's flat inputs (only those the nodes read are used).
+      known: values given instead of computed, by ``id`` of their node.
+      shape: for elementwise nodes only: the shape scalars are broadcast to,
+        instead of the traced one (the arrays given then have that shape).
     """
-    memo: dict[int, Any] = {}
+    memo: dict[int, Any] = dict(known or {})
 
     def value(node: Node) -> Any:
+        if id(node) in memo:
+            return memo[id(node)]
         if node.kind == "input":
             return inputs[node.index]
         if node.kind == "literal":
@@ -187,12 +201,16 @@ def evaluate(nodes: Sequence[Node], inputs: Sequence[Any]) -> list[Any]:
         operations, _ = postorder(node, lambda n: n.kind == "op" and id(n) not in memo)
         for operation in operations:
             if id(operation) not in memo:  # a sibling's binding may have set it
-                _bind(operation, [value(arg) for arg in operation.args], memo)
+                _bind(operation, [value(arg) for arg in operation.args], memo, shape)
     return [value(node) for node in nodes]
 
 
-def _bind(node: Node, operands: list[Any], memo: dict[int, Any]) -> None:
+def _bind(
+    node: Node, operands: list[Any], memo: dict[int, Any], shape: tuple[int, ...] | None
+) -> None:
     params = node.primitive.get_bind_params(node.params)
+    if shape is not None and node.name == "broadcast_in_dim" and node.shape:
+        params = {**params, "shape": shape, "broadcast_dimensions": ()}
     results = node.primitive.bind(*operands, **params)
     if not node.primitive.multiple_results:
         results = [results]

@@ -121,7 +121,7 @@ def lift(
     Returns:
       The components; outputs not in any are left to XLA.
     """
-    scalar_users = _scalar_users(graph)
+    scalar_users = count_scalar_users(graph)
     separate = materialized(graph)
     returned = stored(graph)
     cones: dict[int, tuple[list[Node], set[int]]] = {}
@@ -160,7 +160,7 @@ def _array_inputs(node: Node) -> set[int]:
     return {top.index for top in reached if top.kind == "input" and top.shape}
 
 
-def _scalar_users(graph: Graph) -> dict[int, int]:
+def count_scalar_users(graph: Graph) -> dict[int, int]:
     """How many operations read each scalar node, over the whole step."""
     users: dict[int, int] = {}
     for node in reachable(graph.outputs, lambda _: True):
