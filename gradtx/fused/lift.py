@@ -123,7 +123,6 @@ def lift(
     """
     scalar_users = count_scalar_users(graph)
     separate = materialized(graph)
-    returned = stored(graph)
     cones: dict[int, tuple[list[Node], set[int]]] = {}
     # Arrays that XLA reads anyway, for an output the kernel cannot compute: a
     # kernel for the other outputs of that leaf would add a pass, not save one.
@@ -141,9 +140,7 @@ def lift(
             continue
         try:
             components.append(
-                _component(
-                    graph, outputs, cones, aliases, scalar_users, (separate, returned), rsqrt
-                )
+                _component(graph, outputs, cones, aliases, scalar_users, separate, rsqrt)
             )
         except NotElementwiseError:
             continue
@@ -252,7 +249,7 @@ def _component(
     cones: dict[int, tuple[list[Node], set[int]]],
     aliases: dict[int, int],
     scalar_users: dict[int, int],
-    loops: tuple[set[int], set[int]],
+    separate: set[int],
     rsqrt: Callable[[], str | None],
 ) -> Component:
     shapes = {graph.outputs[position].shape for position in outputs}
@@ -276,7 +273,9 @@ def _component(
     for position in outputs:
         order, _ = cones[position]
         programs.append(
-            _program(order, graph.outputs[position], input_slot, scalar, scalar_users, loops, rsqrt)
+            _program(
+                order, graph.outputs[position], input_slot, scalar, scalar_users, separate, rsqrt
+            )
         )
     used_aliases = []
     for position in outputs:
@@ -299,15 +298,10 @@ def _program(
     input_slot: dict[int, int],
     scalar: Callable[[Node, str], Operand],
     scalar_users: dict[int, int],
-    loops: tuple[set[int], set[int]],
+    separate: set[int],
     rsqrt: Callable[[], str | None],
 ) -> tuple[tuple[Instruction, ...], Operand]:
-    """The instructions computing ``output``, with XLA's contractions.
-
-    ``loops`` is the values XLA computes in loops of their own
-    (:func:`materialized`) and, among them, the step's outputs (:func:`stored`).
-    """
-    separate, returned = loops
+    """The instructions computing ``output``, with XLA's contractions."""
 
     def by_reciprocal(node: Node) -> bool:
         return _is_scalar_division(node) and scalar_users.get(id(node.args[1]), 0) == 1
@@ -324,7 +318,7 @@ def _program(
             if node.name == "sub":
                 subtracted.add(id(arg))
     local = {id(node): k for k, node in enumerate(order)}
-    ranks, loads_intermediate = _loop_ranks(output, separate, returned)
+    ranks = _loop_ranks(output, separate)
 
     def operand(arg: Node) -> Operand:
         constant = _constant(arg)
@@ -374,14 +368,10 @@ def _program(
         rank = ranks.get(id(node), {})
         if left_factors and right_factors:
             # Two products: LLVM contracts the one its reassociation pass puts
-            # first, the lower-ranked; the left one when their ranks tie,
-            # except in a loop that loads a value XLA computed in another loop
-            # for several (RMSProp's rsqrt, read by its trace and its params):
-            # there the tie goes the other way, measured, and is not modelled.
-            left_rank, right_rank = rank.get(id(args[0]), 0), rank.get(id(args[1]), 0)
-            if left_rank == right_rank and loads_intermediate.get(id(node), False):
-                raise NotElementwiseError
-            if right_rank < left_rank:
+            # first, the lower-ranked; the left one when their ranks tie. (Not
+            # always: a tie in RMSProp's trace with momentum goes the other way,
+            # and verify.py finds it.)
+            if rank.get(id(args[1]), 0) < rank.get(id(args[0]), 0):
                 left_factors = None
         if left_factors:
             right_factors = None
@@ -563,24 +553,15 @@ def stored(graph: Graph) -> set[int]:
     return values
 
 
-def _loop_ranks(
-    output: Node, separate: set[int], outputs: set[int]
-) -> tuple[dict[int, dict[int, int]], dict[int, bool]]:
+def _loop_ranks(output: Node, separate: set[int]) -> dict[int, dict[int, int]]:
     """For each operation of ``output``, the ranks of the XLA loop that computes it.
 
     A value in ``separate`` (another output, say a new moment that the new
     param reads) is computed in its own loop, with that loop's ranks, and
     only loaded by the loops that read it; the kernel computes it once, as
     its own loop would.
-
-    Returns:
-      Per operation, the ranks of its loop, and whether that loop loads a
-      value in ``separate`` that is not in ``outputs`` (the step's outputs).
     """
     ranks_of: dict[int, dict[int, int]] = {}
-    # Whether the loop loads a value computed in another loop that is not one
-    # of the step's outputs.
-    loads_intermediate: dict[int, bool] = {}
     pending, done = [output], set()
     while pending:
         root = pending.pop()
@@ -588,13 +569,10 @@ def _loop_ranks(
             continue
         done.add(id(root))
         rank, operations, stops = _llvm_ranks(root, separate)
-        loaded = [node for node in stops if node.kind == "op" and id(node) in separate]
-        intermediate = any(id(node) not in outputs for node in loaded)
         for node in operations:
             ranks_of.setdefault(id(node), rank)
-            loads_intermediate.setdefault(id(node), intermediate)
-        pending.extend(loaded)
-    return ranks_of, loads_intermediate
+        pending.extend(node for node in stops if node.kind == "op" and id(node) in separate)
+    return ranks_of
 
 
 def _llvm_ranks(output: Node, separate: set[int]) -> tuple[dict[int, int], list[Node], list[Node]]:
