@@ -200,11 +200,14 @@ def test_several_threads_and_denormals(name):
 
 
 @needs_native
-@pytest.mark.parametrize("name", ["adamw", "lion", "sgd_nesterov"])
+@pytest.mark.parametrize("name", ["adamw", "lion", "sgd_nesterov", "rmsprop"])
 def test_fast_path_equals_plain_path_with_tx_closed_over(name):
     # Closed over, the hyperparameters are Python floats that XLA sees as
     # constants (1 - b1 is then rounded from float64); the kernel must agree.
-    compare_steps(OPTIMIZERS[name], make_params(), closed_over=True)
+    tx, params = OPTIMIZERS[name], make_params()
+    step = jax.jit(lambda p, s, g: gradtx.fused_apply(tx, p, s, g))
+    assert "GradtxStep_" in step.lower(params, tx.init(params), params).as_text()
+    compare_steps(tx, params, closed_over=True)
 
 
 @needs_native
@@ -457,3 +460,13 @@ def test_a_kernel_that_differs_from_xla_in_one_constant_is_refused():
     assert wrong != group[0].form and build.register(wrong)
     wrong_group = [dataclasses.replace(c, form=wrong) for c in group]
     assert not verify.agrees_with_xla(plan.graph, wrong_group, apply._call)
+
+
+@needs_native
+def test_a_product_by_a_constant_one_takes_the_plain_path():
+    # clip_by_global_norm(1.0) closed over multiplies by a literal one, which
+    # XLA folds; how XLA then contracts small leaves is not modelled.
+    tx, params = OPTIMIZERS["transformer_recipe"], make_params()
+    step = jax.jit(lambda p, s, g: gradtx.fused_apply(tx, p, s, g))
+    assert "GradtxStep_" not in step.lower(params, tx.init(params), params).as_text()
+    compare_steps(tx, params, steps=3, closed_over=True)

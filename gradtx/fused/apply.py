@@ -282,9 +282,9 @@ def fused_apply(
 
     The fast path gives bitwise the results of the plain step compiled by
     ``jax.jit`` (the kernel repeats XLA's operations, roundings, nested
-    divisions and fused multiply-adds, and where it cannot predict them, as
-    for a product by a constant one, it leaves the leaf to XLA; so are
-    one-element leaves). It is differentiable (through the plain
+    divisions and fused multiply-adds; where it cannot predict them, or where
+    a kernel run against XLA on random data differs in one bit, it leaves the
+    leaf to XLA; so are one-element leaves). It is differentiable (through the plain
     step) and works under ``jax.vmap`` (one kernel call per batch element;
     there XLA compiles the plain step differently, and the two agree to a
     rounding).

@@ -72,7 +72,7 @@ def source(form: Form) -> str:
     ]
     if _uses_rsqrt(form):
         # XLA's rsqrt is the CPU's vector estimate refined; the compiler would
-        # not vectorize the scalar intrinsic, so blocks of 8 are spelled out.
+        # not vectorize the scalar intrinsic, so the vector one runs on blocks.
         lines += _blocked_loop(form, aliased, targets)
         lines.append("  for (; i < n; ++i) {")
     else:
@@ -112,28 +112,68 @@ def _uses_rsqrt(form: Form) -> bool:
     return any(i.op == "rsqrt" for instructions, _ in form.programs for i in instructions)
 
 
+# Elements per block of the blocked loop: a multiple of the 8 lanes of
+# xla_rsqrt8, long enough that each per-instruction loop vectorizes (a loop of
+# 8 is unrolled into scalar code), short enough that the block's values stay
+# in registers and the L1 cache. Measured on RMSProp, 10M params: 32 or 64
+# elements 5.8-6.6 ms, 256 8.1-8.9 ms, 1,024 9.0-9.3 ms (XLA: 8.6-10.3 ms).
+_BLOCK = 32
+
+
 def _blocked_loop(form: Form, aliased: dict[int, int], targets: list[str]) -> list[str]:
-    """The leaf loop over whole blocks of 8 elements, each value an array of 8."""
-    lanes = "for (int k = 0; k < 8; ++k)"
-    lines = ["  int64_t i = 0;", "  for (; i + 8 <= n; i += 8) {"]
+    """The leaf loop over whole blocks, each value an array of ``_BLOCK`` elements."""
+    lanes = f"for (int k = 0; k < {_BLOCK}; ++k)"
+    lines = ["  int64_t i = 0;", f"  for (; i + {_BLOCK} <= n; i += {_BLOCK}) {{"]
     for slot in range(form.inputs):
         pointer = f"io{slot}" if slot in aliased else f"in{slot}"
-        lines.append(f"    float xb{slot}[8];")
+        lines.append(f"    float xb{slot}[{_BLOCK}];")
         lines.append(f"    {lanes} xb{slot}[k] = {pointer}[i + k];")
+    # Outputs recompute the values they share (a new moment that the new
+    # param reads): the compiler merges them in scalar code, not in arrays, so
+    # each distinct instruction is emitted once and the others refer to it.
+    same: dict[tuple[int, str], str] = {}  # (output, temporary) -> array emitted
+    emitted: dict[tuple[object, ...], str] = {}
+
+    def array(output: int, operand: Operand) -> str:
+        if operand[0] == "t":
+            return same[(output, operand[1])]
+        return _operand(output, operand, "[k]").removesuffix("[k]")
+
+    def element(output: int, operand: Operand) -> str:
+        if operand[0] in ("t", "in"):
+            return array(output, operand) + "[k]"
+        return _operand(output, operand)
+
+    live = {
+        (output, operand[1])
+        for output, (instructions, result) in enumerate(form.programs)
+        for operand in [result, *(o for i in instructions for o in i.operands)]
+        if operand[0] == "t"
+    }
     for output, (instructions, _) in enumerate(form.programs):
         for instruction in instructions:
-            ctype = "bool" if instruction.dtype == "bool" else "float"
+            if (output, str(instruction.dest)) not in live:
+                continue  # a product contracted into a multiply-add
+            operands = [element(output, operand) for operand in instruction.operands]
+            key = (instruction.op, tuple(operands), instruction.dtype, instruction.param)
+            if key in emitted:
+                same[(output, str(instruction.dest))] = emitted[key]
+                continue
             dest = f"t{output}_{instruction.dest}"
-            lines.append(f"    {ctype} {dest}[8];")
-            source = instruction.operands[0]
-            if instruction.op == "rsqrt" and source[0] in ("in", "t"):
-                array = _operand(output, source, "[k]").removesuffix("[k]")
-                lines.append(f"    gradtx::xla_rsqrt8<{instruction.param}>({array}, {dest});")
+            same[(output, str(instruction.dest))] = emitted[key] = dest
+            ctype = "bool" if instruction.dtype == "bool" else "float"
+            lines.append(f"    {ctype} {dest}[{_BLOCK}];")
+            if instruction.op == "rsqrt" and instruction.operands[0][0] in ("in", "t"):
+                source = array(output, instruction.operands[0])
+                lines.append(
+                    f"    for (int k = 0; k < {_BLOCK}; k += 8) "
+                    f"gradtx::xla_rsqrt8<{instruction.param}>({source} + k, {dest} + k);"
+                )
             else:
-                value = _statement(output, instruction, lane="[k]").split(" = ", 1)[1]
-                lines.append(f"    {lanes} {dest}[k] = {value}")
+                value = _expression(instruction, operands)
+                lines.append(f"    {lanes} {dest}[k] = {value};")
     for output, (_, result) in enumerate(form.programs):
-        lines.append(f"    {lanes} {targets[output]}[i + k] = {_operand(output, result, '[k]')};")
+        lines.append(f"    {lanes} {targets[output]}[i + k] = {element(output, result)};")
     lines.append("  }")
     return lines
 
@@ -156,8 +196,14 @@ def _operand(output: int, operand: Operand, lane: str = "") -> str:
     return f"{text}f"
 
 
-def _statement(output: int, instruction: Instruction, lane: str = "") -> str:
-    ops = [_operand(output, operand, lane) for operand in instruction.operands]
+def _statement(output: int, instruction: Instruction) -> str:
+    ops = [_operand(output, operand) for operand in instruction.operands]
+    ctype = "bool" if instruction.dtype == "bool" else "float"
+    return f"const {ctype} t{output}_{instruction.dest} = {_expression(instruction, ops)};"
+
+
+def _expression(instruction: Instruction, ops: list[str]) -> str:
+    """The C++ expression of ``instruction`` over its spelled-out operands."""
     op = instruction.op
     if op == "fma":
         value = f"gradtx::fma_or_madd({ops[0]}, {ops[1]}, {ops[2]})"
@@ -187,8 +233,7 @@ def _statement(output: int, instruction: Instruction, lane: str = "") -> str:
         value = ops[0]
     else:  # lift.py admits only the operations above
         raise ValueError(f"no C++ for {op}")
-    ctype = "bool" if instruction.dtype == "bool" else "float"
-    return f"const {ctype} t{output}_{instruction.dest} = {value};"
+    return value
 
 
 _PRELUDE = """// Generated by gradtx/fused/codegen.py from an optimizer step's jaxpr.
