@@ -607,22 +607,8 @@ def _llvm_ranks(output: Node, separate: set[int]) -> tuple[dict[int, int], list[
     rank = {id(node): position + 1 for position, node in enumerate(scalars + arrays)}
     for node in operations:
         highest = max((rank.get(id(arg), 0) for arg in node.args), default=0)
-        rank[id(node)] = highest + _rank_step(node)
+        rank[id(node)] = highest + (0 if node.name in _RANKLESS else 1)
     return rank, operations, stops
-
-
-def _rank_step(node: Node) -> int:
-    """How far an operation ranks above its highest operand.
-
-    XLA's ``rsqrt`` is a function inlined into the loop before LLVM ranks it:
-    the estimate, then per Newton step five operations (runtime.h), then
-    the select of the estimate or the refined value.
-    """
-    if node.name in _RANKLESS:
-        return 0
-    if node.name == "rsqrt":
-        return 2 + 5 * int(node.params.get("steps", 2))
-    return 1
 
 
 def _constant(node: Node) -> np.ndarray | None:
