@@ -470,3 +470,19 @@ def test_a_product_by_a_constant_one_takes_the_plain_path():
     step = jax.jit(lambda p, s, g: gradtx.fused_apply(tx, p, s, g))
     assert "GradtxStep_" not in step.lower(params, tx.init(params), params).as_text()
     compare_steps(tx, params, steps=3, closed_over=True)
+
+
+@needs_native
+def test_leaves_of_one_structure_share_a_form_with_their_own_scalars():
+    from gradtx.fused import apply
+
+    # LAMB's trust ratio is a scalar of each leaf: the form is shared, the
+    # scalars are not.
+    tx = gradtx.lamb(1e-3)
+    params = {f"w{i}": jnp.full((50 + i,), 1.0 + i) for i in range(6)}
+    with jax.ensure_compile_time_eval():
+        plan = apply._Plan(tx, params, tx.init(params), params)
+    assert len(plan.components) == 6
+    assert len({c.form for c in plan.components}) == 1
+    rows = [tuple(id(node) for node, _ in c.scalars) for c in plan.components]
+    assert len(set(rows)) == 6

@@ -137,16 +137,98 @@ def lift(
                 read_by_xla |= _array_inputs(node)
     groups = _connected(cones)
     components = []
+    # Leaves of the same structure (most leaves of most steps) share a form:
+    # the first is lifted, the others reuse its form with their own inputs
+    # and scalars.
+    templates: dict[tuple[Any, ...], tuple[Component, list[tuple[int, str]]] | None] = {}
+    constants: dict[int, Any] = {}
     for outputs in groups:
         if any(cones[position][1] & read_by_xla for position in outputs):
             continue
-        try:
-            components.append(
-                _component(graph, outputs, cones, aliases, scalar_users, separate, rsqrt)
-            )
-        except NotElementwiseError:
+        inputs = sorted(set().union(*(cones[position][1] for position in outputs)))
+        key, walked = _structure(
+            graph, outputs, cones, inputs, aliases, scalar_users, separate, constants
+        )
+        if key in templates:
+            template = templates[key]
+            if template is not None:
+                form_of, slots = template
+                scalars = [(walked[index], how) for index, how in slots]
+                components.append(Component(outputs, inputs, scalars, form_of.form))
             continue
+        try:
+            component = _component(graph, outputs, cones, aliases, scalar_users, separate, rsqrt)
+        except NotElementwiseError:
+            templates[key] = None
+            continue
+        components.append(component)
+        position_of = {id(node): index for index, node in enumerate(walked)}
+        if all(id(node) in position_of for node, _ in component.scalars):
+            slots = [(position_of[id(node)], how) for node, how in component.scalars]
+            templates[key] = (component, slots)
     return components
+
+
+def _structure(
+    graph: Graph,
+    outputs: list[int],
+    cones: dict[int, tuple[list[Node], set[int]]],
+    inputs: list[int],
+    aliases: dict[int, int],
+    scalar_users: dict[int, int],
+    separate: set[int],
+    constants: dict[int, Any],
+) -> tuple[tuple[Any, ...], list[Node]]:
+    """What ``_component`` reads of these outputs, with the leaf's own values
+    replaced by positions; and the scalars, in the order the key meets them.
+
+    Two components with the same key get the same form: the operations, their
+    order, which are computed in loops of their own, the scalars' dtypes,
+    constants and whether each has one user (XLA's reciprocal rewrite) are all
+    in the key.
+    """
+    input_slot = {index: slot for slot, index in enumerate(inputs)}
+    local: dict[int, int] = {}
+    walked: list[Node] = []
+    scalar_index: dict[int, int] = {}
+    parts: list[Any] = []
+
+    def constant(node: Node) -> Any:
+        if id(node) not in constants:
+            value = _constant(node)
+            constants[id(node)] = None if value is None else (value.tobytes(), str(value.dtype))
+        return constants[id(node)]
+
+    def code(arg: Node) -> tuple[Any, ...]:
+        if id(arg) in local:
+            return ("t", local[id(arg)])
+        if arg.kind == "input" and arg.shape:
+            return ("in", input_slot.get(arg.index, -1), str(arg.dtype))
+        if arg.kind == "literal":
+            value = np.asarray(arg.value)
+            return ("lit", value.tobytes(), str(value.dtype), value.shape)
+        folded = constant(arg) if not arg.shape else None
+        if folded is not None:
+            return ("c", *folded)
+        if id(arg) not in scalar_index:
+            scalar_index[id(arg)] = len(walked)
+            walked.append(arg)
+        users = scalar_users.get(id(arg), 0) == 1
+        return ("s", scalar_index[id(arg)], users, str(arg.dtype), arg.shape)
+
+    for position in outputs:
+        order, _ = cones[position]
+        for node in order:
+            if id(node) in local:
+                parts.append(("again", local[id(node)]))
+                continue
+            local[id(node)] = len(local)
+            params = (node.params.get("y"), str(node.params.get("new_dtype")))
+            arguments = tuple(code(arg) for arg in node.args)
+            parts.append((node.name, str(node.dtype), params, arguments, id(node) in separate))
+        target = aliases.get(position)
+        parts.append(("output", code(graph.outputs[position]), input_slot.get(target, -1)))
+    return tuple(parts), walked
 
 
 def _array_inputs(node: Node) -> set[int]:
