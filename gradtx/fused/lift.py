@@ -226,7 +226,7 @@ def _structure(
             params = (node.params.get("y"), str(node.params.get("new_dtype")))
             arguments = tuple(code(arg) for arg in node.args)
             parts.append((node.name, str(node.dtype), params, arguments, id(node) in separate))
-        target = aliases.get(position)
+        target = aliases.get(position, -1)
         parts.append(("output", code(graph.outputs[position]), input_slot.get(target, -1)))
     return tuple(parts), walked
 
