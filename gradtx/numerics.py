@@ -95,15 +95,14 @@ class BiasCorrection:
     def __init__(self, count: jax.Array) -> None:
         self.count = count
         # Keyed by the decay's identity; the decay is kept so the id stays its.
-        self._factors: dict[tuple[int, Any], tuple[Any, jax.Array]] = {}
+        self._factors: dict[int, tuple[Any, Callable[[Any], jax.Array]]] = {}
         self._following: BiasCorrection | None = None
 
     def factor(self, decay: Any, dtype: Any) -> jax.Array:
         """``1 - decay**count`` in ``dtype``."""
-        key = (id(decay), np.dtype(dtype))
-        if key not in self._factors:
-            self._factors[key] = (decay, cast(1 - decay_power(decay, self.count), dtype))
-        return self._factors[key][1]
+        if id(decay) not in self._factors:
+            self._factors[id(decay)] = (decay, casts_of(1 - decay_power(decay, self.count)))
+        return self._factors[id(decay)][1](dtype)
 
     def following(self) -> "BiasCorrection":
         """The correction of the next step, ``count + 1`` (Nesterov's look-ahead)."""
@@ -128,7 +127,7 @@ def casts_of(value: Any) -> Callable[[Any], jax.Array]:
     def cast_to(dtype: Any) -> jax.Array:
         key = np.dtype(dtype)
         if key not in made:
-            made[key] = array.astype(dtype)
+            made[key] = cast(array, dtype)
         return made[key]
 
     return cast_to

@@ -105,10 +105,7 @@ class _Plan:
         outputs: list[Any] = [None] * len(self.graph.outputs)
         for k, value in zip(rest, values[len(scalar_nodes) :]):
             outputs[k] = value
-        by_form: dict[lift.Form, list[lift.Component]] = {}
-        for component in self.components:
-            by_form.setdefault(component.form, []).append(component)
-        for form, components in by_form.items():
+        for form, components in _by_form(self.components).items():
             for start in range(0, len(components), _LEAVES_PER_CALL):
                 group = components[start : start + _LEAVES_PER_CALL]
                 results = _call(form, group, leaves, scalar_values)
@@ -119,13 +116,20 @@ class _Plan:
         return jax.tree.unflatten(self.out_tree, outputs)
 
 
+def _by_form(components: list[lift.Component]) -> dict[lift.Form, list[lift.Component]]:
+    """The components grouped by form, in order: each group runs one kernel."""
+    groups: dict[lift.Form, list[lift.Component]] = {}
+    for component in components:
+        groups.setdefault(component.form, []).append(component)
+    return groups
+
+
 def _verified(graph_: graph.Graph, components: list[lift.Component]) -> list[lift.Component]:
     """The components whose kernel computes what XLA does (``verify.py``)."""
-    by_form: dict[lift.Form, list[lift.Component]] = {}
-    for component in components:
-        by_form.setdefault(component.form, []).append(component)
     agreeing = {
-        form for form, group in by_form.items() if verify.agrees_with_xla(graph_, group, _call)
+        form
+        for form, group in _by_form(components).items()
+        if verify.agrees_with_xla(graph_, group, _call)
     }
     return [component for component in components if component.form in agreeing]
 

@@ -45,6 +45,8 @@ def source(form: Form) -> str:
     name = symbol(form)
     inputs, outputs = form.inputs, len(form.programs)
     aliased = {slot: output for output, slot in enumerate(form.aliases) if slot >= 0}
+    # The pointer each input is read from: updated in place, or read only.
+    reads = [f"io{slot}" if slot in aliased else f"in{slot}" for slot in range(inputs)]
     # Each array the leaf loop touches: its parameter, and what the handler passes.
     pointers = []
     for slot in range(inputs):
@@ -73,12 +75,11 @@ def source(form: Form) -> str:
     if _uses_rsqrt(form):
         # XLA's rsqrt is the CPU's vector estimate refined; the compiler would
         # not vectorize the scalar intrinsic, so the vector one runs on blocks.
-        lines += _blocked_loop(form, aliased, targets)
+        lines += _blocked_loop(form, reads, targets)
         lines.append("  for (; i < n; ++i) {")
     else:
         lines.append("  for (int64_t i = 0; i < n; ++i) {")
-    for slot in range(inputs):
-        pointer = f"io{slot}" if slot in aliased else f"in{slot}"
+    for slot, pointer in enumerate(reads):
         lines.append(f"    const float x{slot} = {pointer}[i];")
     for output, (instructions, _) in enumerate(form.programs):
         for instruction in instructions:
@@ -120,12 +121,11 @@ def _uses_rsqrt(form: Form) -> bool:
 _BLOCK = 32
 
 
-def _blocked_loop(form: Form, aliased: dict[int, int], targets: list[str]) -> list[str]:
+def _blocked_loop(form: Form, reads: list[str], targets: list[str]) -> list[str]:
     """The leaf loop over whole blocks, each value an array of ``_BLOCK`` elements."""
     lanes = f"for (int k = 0; k < {_BLOCK}; ++k)"
     lines = ["  int64_t i = 0;", f"  for (; i + {_BLOCK} <= n; i += {_BLOCK}) {{"]
-    for slot in range(form.inputs):
-        pointer = f"io{slot}" if slot in aliased else f"in{slot}"
+    for slot, pointer in enumerate(reads):
         lines.append(f"    float xb{slot}[{_BLOCK}];")
         lines.append(f"    {lanes} xb{slot}[k] = {pointer}[i + k];")
     # Outputs recompute the values they share (a new moment that the new
@@ -135,9 +135,10 @@ def _blocked_loop(form: Form, aliased: dict[int, int], targets: list[str]) -> li
     emitted: dict[tuple[object, ...], str] = {}
 
     def array(output: int, operand: Operand) -> str:
+        """The block array of a temporary or an input."""
         if operand[0] == "t":
             return same[(output, operand[1])]
-        return _operand(output, operand, "[k]").removesuffix("[k]")
+        return f"xb{operand[1]}"
 
     def element(output: int, operand: Operand) -> str:
         if operand[0] in ("t", "in"):
@@ -178,14 +179,14 @@ def _blocked_loop(form: Form, aliased: dict[int, int], targets: list[str]) -> li
     return lines
 
 
-def _operand(output: int, operand: Operand, lane: str = "") -> str:
+def _operand(output: int, operand: Operand) -> str:
     kind = operand[0]
     if kind == "in":
-        return f"xb{operand[1]}{lane}" if lane else f"x{operand[1]}"
+        return f"x{operand[1]}"
     if kind == "s":
         return f"s{operand[1]}"
     if kind == "t":
-        return f"t{output}_{operand[1]}{lane}"
+        return f"t{output}_{operand[1]}"
     text, dtype = operand[1], operand[2]
     if dtype == "bool":
         return text

@@ -140,7 +140,7 @@ def lift(
     # Leaves of the same structure (most leaves of most steps) share a form:
     # the first is lifted, the others reuse its form with their own inputs
     # and scalars.
-    templates: dict[tuple[Any, ...], tuple[Component, list[tuple[int, str]]] | None] = {}
+    templates: dict[tuple[Any, ...], tuple[Form, list[tuple[int, str]]] | None] = {}
     constants: dict[int, Any] = {}
     for outputs in groups:
         if any(cones[position][1] & read_by_xla for position in outputs):
@@ -152,12 +152,14 @@ def lift(
         if key in templates:
             template = templates[key]
             if template is not None:
-                form_of, slots = template
+                form, slots = template
                 scalars = [(walked[index], how) for index, how in slots]
-                components.append(Component(outputs, inputs, scalars, form_of.form))
+                components.append(Component(outputs, inputs, scalars, form))
             continue
         try:
-            component = _component(graph, outputs, cones, aliases, scalar_users, separate, rsqrt)
+            component = _component(
+                graph, outputs, cones, inputs, aliases, scalar_users, separate, rsqrt
+            )
         except NotElementwiseError:
             templates[key] = None
             continue
@@ -165,7 +167,7 @@ def lift(
         position_of = {id(node): index for index, node in enumerate(walked)}
         if all(id(node) in position_of for node, _ in component.scalars):
             slots = [(position_of[id(node)], how) for node, how in component.scalars]
-            templates[key] = (component, slots)
+            templates[key] = (component.form, slots)
     return components
 
 
@@ -331,6 +333,7 @@ def _component(
     graph: Graph,
     outputs: list[int],
     cones: dict[int, tuple[list[Node], set[int]]],
+    inputs: list[int],
     aliases: dict[int, int],
     scalar_users: dict[int, int],
     separate: set[int],
@@ -339,7 +342,6 @@ def _component(
     shapes = {graph.outputs[position].shape for position in outputs}
     if len(shapes) != 1:
         raise NotElementwiseError
-    inputs = sorted(set().union(*(cones[position][1] for position in outputs)))
     if not inputs:
         raise NotElementwiseError
     input_slot = {index: slot for slot, index in enumerate(inputs)}
@@ -442,6 +444,11 @@ def _program(
 
     instructions = []
     for node in order:
+        if node.name == "mul" and any(_is_one(arg) for arg in node.args):
+            # XLA folds x * 1 to x; the kernel could too, but then XLA's loops
+            # for small leaves (clip_by_global_norm(1.0) + adam: 35 and 46
+            # elements) contract differently, measured and not modelled.
+            raise NotElementwiseError
         dest = local[id(node)]
         dtype = str(node.dtype)
         name = node.name
@@ -550,11 +557,6 @@ def _xla_divisions(
     for node in order:
         args = tuple(rebuilt.get(id(arg), arg) for arg in node.args)
         new = node if args == node.args else dataclasses.replace(node, args=args)
-        if node.name == "mul" and any(_is_one(arg) for arg in args):
-            # XLA folds x * 1 to x; the kernel could too, but then XLA's loops
-            # for small leaves (clip_by_global_norm(1.0) + adam: 35 and 46
-            # elements) contract differently, measured and not modelled.
-            raise NotElementwiseError
         if divided(node) and not by_reciprocal(node):
             top, bottom = args
             top_divided = divided(top) and not by_reciprocal(top)
