@@ -444,11 +444,6 @@ def _program(
 
     instructions = []
     for node in order:
-        if node.name == "mul" and any(_is_one(arg) for arg in node.args):
-            # XLA folds x * 1 to x; the kernel could too, but then XLA's loops
-            # for small leaves (clip_by_global_norm(1.0) + adam: 35 and 46
-            # elements) contract differently, measured and not modelled.
-            raise NotElementwiseError
         dest = local[id(node)]
         dtype = str(node.dtype)
         name = node.name
@@ -539,7 +534,8 @@ def _xla_divisions(
     ``a / (b / c)`` is ``(a * c) / b`` and ``(a / b) / (c / d)`` is
     ``(a * d) / (b * c)``, each product with the operands in that order; a
     division by an array's square root is a product by its ``rsqrt`` (and by
-    an ``rsqrt``, a product by the square root).
+    an ``rsqrt``, a product by the square root). A product by a constant one
+    is its other operand.
 
     Returns:
       The new operations (operands first), the new output node and
@@ -557,7 +553,11 @@ def _xla_divisions(
     for node in order:
         args = tuple(rebuilt.get(id(arg), arg) for arg in node.args)
         new = node if args == node.args else dataclasses.replace(node, args=args)
-        if divided(node) and not by_reciprocal(node):
+        ones = [_is_one(arg) for arg in args] if node.name == "mul" else []
+        if any(ones) and args[ones.index(True) - 1].shape == node.shape:
+            # x * 1 is x (clip_by_global_norm(1.0) closed over).
+            new = args[ones.index(True) - 1]
+        elif divided(node) and not by_reciprocal(node):
             top, bottom = args
             top_divided = divided(top) and not by_reciprocal(top)
             bottom_divided = divided(bottom) and not by_reciprocal(bottom)

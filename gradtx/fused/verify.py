@@ -4,15 +4,17 @@
 divisions become products, which products fuse into multiply-adds, in which
 order a loop loads its values), and the model has limits: LLVM ranks values by
 where XLA's loop loads them, which depends on fusion decisions the jaxpr does
-not show. So before a kind of kernel computes a step, :func:`agrees_with_xla`
-runs it and XLA side by side on random data shaped like the step: XLA
-compiles the same outputs from the same operations of the traced step, for up
-to two of the kernel's leaves (so that a scalar read by several leaves has
-several users there too), with the kernel's scalars as parameters. A kernel
-that differs in one bit on one element is not used; its leaves take the plain
+not show. So before a kind of kernel computes a step, :func:`agreeing` runs it and
+XLA side by side on random data shaped like the step: XLA compiles the same
+outputs from the same operations of the traced step, for two of the kernel's
+leaves standing for the large ones (so that a scalar read by several leaves
+has several users there too) and for one leaf of each small shape,
+with the kernel's scalars as parameters. A kernel that differs in one bit on
+one element is not used for the leaves it stands for; they take the plain
 step. The check costs one small XLA compilation per kind of kernel and step.
 """
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,17 +24,33 @@ import numpy as np
 from gradtx.fused import graph as graph_lib
 from gradtx.fused import lift
 
-# Elements per array: every code path of the kernel (blocks of 8, the tail)
-# and enough elements that a rare difference in rounding shows.
+# Elements of the arrays that stand for large leaves: every code path of the
+# kernel (blocks of 8, the tail) and enough elements that a rare difference
+# in rounding shows.
 _SIZE = 8 * 512 + 5
+# XLA's loop for a small leaf is compiled for its shape, and LLVM contracts
+# some differently (clip_by_global_norm(1.0) + AdamW: leaves of 34 to 47
+# elements differ, of 20 to 33 or 48 to 79 do not, nor (5, 7) or (2, 46)):
+# each shape of fewer than _SIZE elements is checked at that shape, up to this
+# many shapes per kind of kernel; leaves of further small shapes take the
+# plain step.
+_SMALL_SHAPES = 64
 
 Call = Callable[
     [lift.Form, list[lift.Component], Sequence[Any], dict[int, Any]], list[list[jax.Array]]
 ]
 
 
-def agrees_with_xla(graph: graph_lib.Graph, components: list[lift.Component], call: Call) -> bool:
-    """Whether the kernel of ``components`` (one form) computes what XLA does, bit for bit.
+def agreeing(
+    graph: graph_lib.Graph, components: list[lift.Component], call: Call
+) -> list[lift.Component]:
+    """The components (of one form) whose kernel computes what XLA does, bit for bit.
+
+    The kernel and XLA run on random data for two components at ``_SIZE``
+    elements, standing for every leaf of that size or more, and for one
+    component of each shape with fewer elements, at that shape. A difference
+    at ``_SIZE`` refuses every component; one at a small shape refuses the
+    components of that shape.
 
     Args:
       graph: the traced step.
@@ -40,68 +58,135 @@ def agrees_with_xla(graph: graph_lib.Graph, components: list[lift.Component], ca
       call: runs the kernel, as ``apply._call`` does.
 
     Returns:
-      True if every output of the kernel equals XLA's on the random data.
+      The components whose kernel agrees with XLA, in their order.
     """
-    sample = components[:2]
-    rng = np.random.default_rng(0)
-    arrays: dict[int, np.ndarray] = {}
-    for component in sample:
-        for index in component.inputs:
-            values = rng.standard_normal(_SIZE).astype(np.float32)
-            values[::2] = np.abs(values[::2])  # moments and second moments are >= 0
-            arrays[index] = values
-    scalars: dict[int, Any] = {}
-    for component in sample:
-        for node, _ in component.scalars:
-            if node.dtype == np.bool_:
-                scalars[id(node)] = np.bool_(rng.random() < 0.5)
-            else:
-                scalars[id(node)] = np.float32(rng.uniform(0.1, 0.9))
-    outputs = [graph.outputs[k] for component in sample for k in component.outputs]
-    extra_users = _scalars_used_elsewhere(graph, sample)
-    array_keys, scalar_keys = sorted(arrays), sorted(scalars)
+    large = components[:2]
+    small: dict[tuple[int, ...], lift.Component] = {}
+    for component in components:
+        shape = _shape(graph, component)
+        if _is_small(shape) and shape not in small and len(small) < _SMALL_SHAPES:
+            small[shape] = component
+    sample = [*large, *small.values()]
+    shapes = [(_SIZE,)] * len(large) + [_shape(graph, c) for c in small.values()]
+    agrees = _run(graph, sample, shapes, call)
+    if not all(agrees[: len(large)]):
+        return []
+    checked = dict(zip(small, agrees[len(large) :]))
+    return [
+        component
+        for component in components
+        if not _is_small(shape := _shape(graph, component)) or checked.get(shape, False)
+    ]
 
-    def reference(array_values: list[Any], scalar_values: list[Any]) -> list[Any]:
-        inputs: list[Any] = [None] * len(graph.inputs)
-        for index, value in zip(array_keys, array_values):
-            inputs[index] = value
-        known = dict(zip(scalar_keys, scalar_values))
-        values = graph_lib.evaluate(outputs, inputs, known=known, shape=(_SIZE,))
-        # A scalar that the step reads elsewhere too is returned, so that it
-        # has another user here as well (XLA rewrites a division by a scalar
-        # with one user into a product by its reciprocal).
-        return values + [known[key] for key in extra_users]
+
+def _shape(graph: graph_lib.Graph, component: lift.Component) -> tuple[int, ...]:
+    return tuple(graph.outputs[component.outputs[0]].shape)
+
+
+def _is_small(shape: tuple[int, ...]) -> bool:
+    return int(np.prod(shape, dtype=np.int64)) < _SIZE
+
+
+def _run(
+    graph: graph_lib.Graph,
+    sample: list[lift.Component],
+    shapes: list[tuple[int, ...]],
+    call: Call,
+) -> list[bool]:
+    """For each component of ``sample``, whether the kernel equals XLA on it.
+
+    Each component's arrays have the shape given for it; scalars are random.
+    """
+    rng = np.random.default_rng(0)
+    users = lift.count_scalar_users(graph)
+    # Each entry has arrays and scalars of its own (a component may stand for
+    # the large leaves and be checked at its own shape too; a scalar's users
+    # decide how XLA divides by it): the kernel reads the arrays at positions
+    # after the step's inputs, and the scalars from copies of their nodes.
+    arrays: list[list[np.ndarray]] = []
+    scalars: list[list[Any]] = []
+    extra: list[list[int]] = []
+    leaves: list[Any] = [None] * len(graph.inputs)
+    renamed = []
+    kernel_scalars: dict[int, Any] = {}
+    for component, shape in zip(sample, shapes):
+        own = []
+        for _ in component.inputs:
+            values = rng.standard_normal(shape).astype(np.float32)
+            values.reshape(-1)[::2] = np.abs(values.reshape(-1)[::2])  # moments are >= 0
+            own.append(values)
+        arrays.append(own)
+        positions = list(range(len(leaves), len(leaves) + len(own)))
+        leaves += own
+        own_scalars = [
+            np.bool_(rng.random() < 0.5)
+            if node.dtype == np.bool_
+            else np.float32(rng.uniform(0.1, 0.9))
+            for node, _ in component.scalars
+        ]
+        scalars.append(own_scalars)
+        copies = [(dataclasses.replace(node), how) for node, how in component.scalars]
+        kernel_scalars.update((id(node), value) for (node, _), value in zip(copies, own_scalars))
+        renamed.append(dataclasses.replace(component, inputs=positions, scalars=copies))
+        extra.append(_scalars_used_elsewhere(users, graph, component))
+
+    def reference(array_values: list[list[Any]], scalar_values: list[list[Any]]) -> list[Any]:
+        values, returned = [], []
+        for component, shape, own, own_scalars, others in zip(
+            sample, shapes, array_values, scalar_values, extra
+        ):
+            inputs: list[Any] = [None] * len(graph.inputs)
+            for index, value in zip(component.inputs, own):
+                inputs[index] = value
+            known = {id(node): value for (node, _), value in zip(component.scalars, own_scalars)}
+            outputs = [graph.outputs[k] for k in component.outputs]
+            # A leaf's own shape is the traced one; a stand-in's is given.
+            stand_in = shape if shape != _shape(graph, component) else None
+            values += graph_lib.evaluate(outputs, inputs, known=known, shape=stand_in)
+            # A scalar that the step reads elsewhere too is returned, so that
+            # it has another user here as well (XLA rewrites a division by a
+            # scalar with one user into a product by its reciprocal).
+            returned += [known[key] for key in others]
+        return values + returned
 
     with jax.ensure_compile_time_eval():
-        expected = jax.jit(reference)(
-            [arrays[k] for k in array_keys], [scalars[k] for k in scalar_keys]
+        expected = jax.jit(reference)(arrays, scalars)
+        results = call(sample[0].form, renamed, leaves, kernel_scalars)
+    agrees = []
+    position = 0
+    for per_component in results:
+        wanted = expected[position : position + len(per_component)]
+        position += len(per_component)
+        agrees.append(
+            all(_same_bits(np.asarray(a), np.asarray(e)) for a, e in zip(per_component, wanted))
         )
-        leaves: list[Any] = [None] * len(graph.inputs)
-        for index, value in arrays.items():
-            leaves[index] = value
-        results = call(sample[0].form, sample, leaves, scalars)
-    got = [np.asarray(value) for per_component in results for value in per_component]
-    return all(_same_bits(a, np.asarray(e)) for a, e in zip(got, expected))
+    return agrees
 
 
-def _scalars_used_elsewhere(graph: graph_lib.Graph, sample: list[lift.Component]) -> list[int]:
-    """The sample's scalars that the step reads more often than the sample does."""
-    users = lift.count_scalar_users(graph)
-    in_sample: dict[int, int] = {}
-    for component in sample:
-        cones = [graph.outputs[k] for k in component.outputs]
+def _scalars_used_elsewhere(
+    users: dict[int, int], graph: graph_lib.Graph, component: lift.Component
+) -> list[int]:
+    """The component's scalars that the step reads more often than the component does.
 
-        def elementwise(node: graph_lib.Node, shape: tuple[int, ...] = cones[0].shape) -> bool:
-            return node.kind == "op" and node.shape == shape
+    Args:
+      users: how many operations read each scalar (``lift.count_scalar_users``).
+      graph: the traced step.
+      component: one component.
+    """
+    cones = [graph.outputs[k] for k in component.outputs]
+    shape = cones[0].shape
 
-        for node in graph_lib.reachable(cones, elementwise):
-            if not elementwise(node):
-                continue
+    def elementwise(node: graph_lib.Node) -> bool:
+        return node.kind == "op" and node.shape == shape
+
+    own: dict[int, int] = {}
+    for node in graph_lib.reachable(cones, elementwise):
+        if elementwise(node):
             for arg in node.args:
                 if not arg.shape:
-                    in_sample[id(arg)] = in_sample.get(id(arg), 0) + 1
-    keys = {id(node) for component in sample for node, _ in component.scalars}
-    return sorted(key for key in keys if users.get(key, 0) > in_sample.get(key, 0))
+                    own[id(arg)] = own.get(id(arg), 0) + 1
+    keys = {id(node) for node, _ in component.scalars}
+    return sorted(key for key in keys if users.get(key, 0) > own.get(key, 0))
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
