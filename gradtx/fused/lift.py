@@ -553,10 +553,10 @@ def _xla_divisions(
     for node in order:
         args = tuple(rebuilt.get(id(arg), arg) for arg in node.args)
         new = node if args == node.args else dataclasses.replace(node, args=args)
-        ones = [_is_one(arg) for arg in args] if node.name == "mul" else []
-        if any(ones) and args[ones.index(True) - 1].shape == node.shape:
+        other = _other_than_one(args) if node.name == "mul" else None
+        if other is not None and other.shape == node.shape:
             # x * 1 is x (clip_by_global_norm(1.0) closed over).
-            new = args[ones.index(True) - 1]
+            new = other
         elif divided(node) and not by_reciprocal(node):
             top, bottom = args
             top_divided = divided(top) and not by_reciprocal(top)
@@ -714,6 +714,15 @@ def _constant(node: Node) -> np.ndarray | None:
     constant = np.asarray(result)
     node.folded = (constant,)
     return constant
+
+
+def _other_than_one(args: tuple[Node, ...]) -> Node | None:
+    """In a product of two, the factor beside a constant one, or None."""
+    if _is_one(args[0]):
+        return args[1]
+    if _is_one(args[1]):
+        return args[0]
+    return None
 
 
 def _is_one(node: Node) -> bool:

@@ -61,21 +61,20 @@ def agreeing(
       The components whose kernel agrees with XLA, in their order.
     """
     large = components[:2]
+    shapes = [_shape(graph, component) for component in components]
     small: dict[tuple[int, ...], lift.Component] = {}
-    for component in components:
-        shape = _shape(graph, component)
+    for component, shape in zip(components, shapes):
         if _is_small(shape) and shape not in small and len(small) < _SMALL_SHAPES:
             small[shape] = component
     sample = [*large, *small.values()]
-    shapes = [(_SIZE,)] * len(large) + [_shape(graph, c) for c in small.values()]
-    agrees = _run(graph, sample, shapes, call)
+    agrees = _run(graph, sample, [(_SIZE,)] * len(large) + list(small), call)
     if not all(agrees[: len(large)]):
         return []
     checked = dict(zip(small, agrees[len(large) :]))
     return [
         component
-        for component in components
-        if not _is_small(shape := _shape(graph, component)) or checked.get(shape, False)
+        for component, shape in zip(components, shapes)
+        if not _is_small(shape) or checked.get(shape, False)
     ]
 
 
