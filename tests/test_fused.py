@@ -244,6 +244,26 @@ def test_donated_buffers_are_updated_in_place():
     assert_identical(step(tx, params, state, grads), expected)
     assert params["leaf00"].is_deleted()
 
+@needs_native
+@pytest.mark.parametrize("tx", [gradtx.rmsprop(1e-3), gradtx.sgd(0.1, momentum=0.9)])
+def test_a_step_without_a_count_is_still_dispatched_asynchronously(tx):
+    # XLA's CPU client runs a program under 1,000 flops in the calling thread;
+    # these states hold no step count, so only the kernel's spare operand
+    # carries the program over that bar, without copying a donated buffer.
+    params = make_params()
+    state = tx.init(params)
+    grads = gradients(params, 0)
+    step = fresh_jit(gradtx.fused_apply, donate_argnums=(1, 2))
+    compiled = step.lower(tx, params, state, grads).compile()
+    assert "custom-call" in compiled.as_text()
+    assert compiled.cost_analysis()["flops"] >= 1000
+    assert not re.search(r"copy\(%(params|state)", compiled.as_text())
+    params_bytes = sum(p.nbytes for p in jax.tree.leaves(params))
+    assert compiled.memory_analysis().temp_size_in_bytes < 0.1 * params_bytes
+    expected = jax.jit(plain_apply)(tx, params, state, grads)
+    assert_identical(step(tx, params, state, grads), expected)
+
+
 
 @needs_native
 def test_outside_jit_it_compiles_itself_and_donates_on_request():
