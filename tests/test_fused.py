@@ -244,6 +244,7 @@ def test_donated_buffers_are_updated_in_place():
     assert_identical(step(tx, params, state, grads), expected)
     assert params["leaf00"].is_deleted()
 
+
 @needs_native
 @pytest.mark.parametrize("tx", [gradtx.rmsprop(1e-3), gradtx.sgd(0.1, momentum=0.9)])
 def test_a_step_without_a_count_is_still_dispatched_asynchronously(tx):
@@ -262,7 +263,6 @@ def test_a_step_without_a_count_is_still_dispatched_asynchronously(tx):
     assert compiled.memory_analysis().temp_size_in_bytes < 0.1 * params_bytes
     expected = jax.jit(plain_apply)(tx, params, state, grads)
     assert_identical(step(tx, params, state, grads), expected)
-
 
 
 @needs_native
