@@ -151,21 +151,25 @@ OPTIMIZERS |= {
     "novograd": gradtx.novograd(1e-3),
 }
 
-# XLA's rsqrt (the CPU's estimate refined), which the kernel repeats.
+# XLA's rsqrt (the CPU's estimate refined), which the kernel repeats. With
+# momentum, the new params load the new trace (a loop of its own), so only
+# the trace's loop reads the rsqrt, which it computes inline; centered, the
+# subtraction nu - mu**2 contracts into the multiply-add XLA's loop has.
 OPTIMIZERS |= {
     "rmsprop": gradtx.rmsprop(1e-3),
+    "rmsprop_momentum": gradtx.rmsprop(1e-3, momentum=0.9),
+    "rmsprop_centered": gradtx.rmsprop(1e-3, centered=True),
+    "rmsprop_centered_momentum": gradtx.rmsprop(1e-3, centered=True, momentum=0.9),
     "adagrad": gradtx.adagrad(1e-2),
 }
 
-# Optimizers the fast path leaves to XLA: per-row maxima (SM3), a
-# subtraction inside a longer sum (centered RMSProp's nu - mu**2 + eps, which
-# LLVM reorders), and a kernel that verify.py finds differs from XLA
-# (RMSProp with momentum: two products of equal rank, ordered the other way).
-# The result is still the plain path's.
+# Optimizers the fast path leaves to XLA: per-row maxima (SM3), and a kernel
+# that verify.py finds differs from XLA (RMSProp with Nesterov momentum, whose
+# contraction of two products the model does not predict). The result is
+# still the plain path's.
 PARTLY_PLAIN = {
     "sm3": gradtx.sm3(1e-3),
-    "rmsprop_centered": gradtx.rmsprop(1e-3, centered=True, momentum=0.9),
-    "rmsprop_momentum": gradtx.rmsprop(1e-3, momentum=0.9, nesterov=True),
+    "rmsprop_nesterov": gradtx.rmsprop(1e-3, momentum=0.9, nesterov=True),
 }
 
 
@@ -200,7 +204,9 @@ def test_several_threads_and_denormals(name):
 
 
 @needs_native
-@pytest.mark.parametrize("name", ["adamw", "lion", "sgd_nesterov", "rmsprop"])
+@pytest.mark.parametrize(
+    "name", ["adamw", "lion", "sgd_nesterov", "rmsprop", "rmsprop_centered_momentum"]
+)
 def test_fast_path_equals_plain_path_with_tx_closed_over(name):
     # Closed over, the hyperparameters are Python floats that XLA sees as
     # constants (1 - b1 is then rounded from float64); the kernel must agree.
@@ -480,6 +486,35 @@ def test_a_kernel_that_differs_from_xla_in_one_constant_is_refused():
     assert wrong != group[0].form and build.register(wrong)
     wrong_group = [dataclasses.replace(c, form=wrong) for c in group]
     assert verify.agreeing(plan.graph, wrong_group, apply._call) == []
+
+
+@needs_native
+def test_a_value_beneath_another_output_is_read_by_that_output_loop_only():
+    from gradtx.fused import apply, lift, verify
+
+    # RMSProp with momentum, hyperparameters traced: the new params load the
+    # new trace, so the rsqrt is computed in the trace's loop alone (not a
+    # loop of its own), and that loop computes -lr from lr, which verify.py's
+    # XLA program must compute in its loop too, as the plain step does.
+    tx = jax.tree.map(jnp.asarray, OPTIMIZERS["rmsprop_momentum"])
+    params = {"w": jnp.ones((5000,))}
+    with jax.ensure_compile_time_eval():
+        plan = apply._Plan(tx, params, tx.init(params), params)
+    rsqrts = [n for n in graph_nodes(plan.graph) if n.kind == "op" and n.name == "rsqrt"]
+    assert len(rsqrts) == 1 and id(rsqrts[0]) not in lift.materialized(plan.graph)
+    (component,) = plan.components
+    scalars = [node for node, _ in component.scalars]
+    loaded = lift.scalars_loaded(scalars)
+    # The loop loads the hyperparameters themselves; -lr is computed in it.
+    assert loaded and all(node.kind == "input" for node in loaded)
+    assert any(node.kind == "op" for node in scalars)
+    assert verify.agreeing(plan.graph, plan.components, apply._call) == plan.components
+
+
+def graph_nodes(graph):
+    from gradtx.fused import graph as graph_lib
+
+    return list(graph_lib.reachable(graph.outputs, lambda node: node.kind == "op"))
 
 
 @needs_native

@@ -20,8 +20,8 @@ XLA's loop for that output: the product has that one use, and of two products
 the one LLVM's reassociation pass ranks first, in the loop that computes it
 (see ``_loop_ranks``). Scalars computed from reductions (a global norm, trust
 ratios) come from the same XLA operations in both steps. Where the model
-knows it cannot follow XLA (a product by a constant one, which XLA folds; a
-subtraction inside a longer sum, which LLVM reorders; ``rsqrt`` where the
+knows it cannot follow XLA (a product by a constant one, which XLA folds;
+``rsqrt`` where the
 kernel's form of it, the CPU's estimate and Newton steps, was not found equal
 to XLA's on this machine) the output is left to XLA, and ``verify.py`` checks
 each kernel against XLA before use.
@@ -394,15 +394,9 @@ def _program(
 
     order, output, separate = _xla_divisions(order, output, by_reciprocal, separate)
     uses: dict[int, int] = {}
-    summed: set[int] = set()  # values that an addition or subtraction reads
-    subtracted: set[int] = set()  # values that a subtraction reads
     for node in order:
         for arg in node.args:
             uses[id(arg)] = uses.get(id(arg), 0) + 1
-            if node.name in ("add", "sub"):
-                summed.add(id(arg))
-            if node.name == "sub":
-                subtracted.add(id(arg))
     local = {id(node): k for k, node in enumerate(order)}
     ranks = _loop_ranks(output, separate)
 
@@ -454,18 +448,12 @@ def _program(
         if left_factors and right_factors:
             # Two products: LLVM contracts the one its reassociation pass puts
             # first, the lower-ranked; the left one when their ranks tie. (Not
-            # always: a tie in RMSProp's trace with momentum goes the other way,
-            # and verify.py finds it.)
+            # always: RMSProp with Nesterov momentum contracts otherwise, and
+            # verify.py finds it.)
             if rank.get(id(args[1]), 0) < rank.get(id(args[0]), 0):
                 left_factors = None
         if left_factors:
             right_factors = None
-        if (left_factors or right_factors) and _in_longer_sum(
-            node, uses, summed, subtracted, separate
-        ):
-            # LLVM's reassociation reorders such a sum, which moves the
-            # contraction: not modelled.
-            raise NotElementwiseError
         if left_factors:
             op = "fma" if name == "add" else "fms"
             ops = (*left_factors, operand(args[1]))
@@ -492,33 +480,6 @@ def _program(
                 Instruction(dest, name, tuple(operand(a) for a in args), dtype, param)
             )
     return tuple(instructions), operand(output)
-
-
-def _in_longer_sum(
-    node: Node, uses: dict[int, int], summed: set[int], subtracted: set[int], separate: set[int]
-) -> bool:
-    """Whether ``node`` (a sum of two terms) is one link of a sum of three or more.
-
-    Only within one XLA loop: a value computed in a loop of its own (a new
-    moment) is a load where it is read, which ends the sum.
-    """
-
-    def in_loop(value: Node) -> bool:
-        return value.kind == "op" and uses.get(id(value)) == 1 and id(value) not in separate
-
-    def sum_link(value: Node) -> bool:
-        return in_loop(value) and value.name in ("add", "sub")
-
-    links = [arg for arg in node.args if sum_link(arg)]
-    feeds_sum = in_loop(node) and id(node) in summed
-    if feeds_sum and id(node) in subtracted:
-        return True
-    if feeds_sum:
-        links.append(node)
-    # Sums of additions keep their order (measured: SGD with L2 decay and
-    # momentum, AdaBelief); a subtraction in a longer sum does not (centered
-    # RMSProp: (nu - mu**2) + eps).
-    return bool(links) and any(value.name == "sub" for value in [node, *links])
 
 
 def _xla_divisions(
@@ -609,12 +570,17 @@ def materialized(graph: Graph) -> set[int]:
     """The array values XLA computes in a loop of their own and others load.
 
     The step's outputs (a new moment that the new param also reads), and the
-    expensive values that more than one of XLA's loops reads.
+    expensive values that more than one of XLA's loops reads. A loop loads
+    another output instead of computing it again, so what lies beneath that
+    output is not read by this loop (RMSProp with momentum: the new params
+    load the new trace, and only the trace's loop reads the ``rsqrt``).
     """
 
     def array_op(node: Node) -> bool:
         return node.kind == "op" and bool(node.shape)
 
+    chains = {id(node): _stored_chain(node) for node in graph.outputs}
+    outputs = set().union(*chains.values())
     # The outputs' loops, and the reductions' (loops of their own too).
     roots = list(graph.outputs) + [
         node
@@ -623,23 +589,26 @@ def materialized(graph: Graph) -> set[int]:
     ]
     readers: dict[int, int] = {}
     for root in roots:
+        own = chains.get(id(root), set())
         start = [root] if root.shape else [arg for arg in root.args if arg.shape]
-        for node in reachable(start, array_op):
-            if array_op(node) and node.name in _EXPENSIVE:
+
+        def computed_here(node: Node, own: set[int] = own) -> bool:
+            return array_op(node) and (id(node) in own or id(node) not in outputs)
+
+        for node in reachable(start, computed_here):
+            if computed_here(node) and node.name in _EXPENSIVE:
                 readers[id(node)] = readers.get(id(node), 0) + 1
-    return stored(graph) | {key for key, count in readers.items() if count > 1}
+    return outputs | {key for key, count in readers.items() if count > 1}
 
 
-def stored(graph: Graph) -> set[int]:
-    """The array values the step returns (through casts that change nothing)."""
+def _stored_chain(node: Node) -> set[int]:
+    """``node`` and, beneath casts that change nothing (XLA removes them), what is stored."""
     values: set[int] = set()
-    for node in graph.outputs:
-        # XLA removes a cast that changes nothing: what is stored is beneath.
-        while node.kind == "op" and node.shape:
-            values.add(id(node))
-            if not (node.name in _NO_OPS and node.args[0].dtype == node.dtype):
-                break
-            node = node.args[0]
+    while node.kind == "op" and node.shape:
+        values.add(id(node))
+        if not (node.name in _NO_OPS and node.args[0].dtype == node.dtype):
+            break
+        node = node.args[0]
     return values
 
 
@@ -693,6 +662,25 @@ def _llvm_ranks(output: Node, separate: set[int]) -> tuple[dict[int, int], list[
         highest = max((rank.get(id(arg), 0) for arg in node.args), default=0)
         rank[id(node)] = highest + (0 if node.name in _RANKLESS else 1)
     return rank, operations, stops
+
+
+def scalars_loaded(nodes: Sequence[Node]) -> list[Node]:
+    """The scalars an XLA loop loads to compute the scalar ``nodes``.
+
+    XLA fuses the cheap scalar operations (``_FUSED_SCALAR_OPS``) into every
+    loop that reads them, so the loop loads what lies beneath: the step's
+    scalar inputs and the results of other operations (reductions, powers,
+    divisions). Values XLA folds from literals are not loaded.
+    """
+
+    def fused(node: Node) -> bool:
+        return node.kind == "op" and not node.shape and node.name in _FUSED_SCALAR_OPS
+
+    return [
+        node
+        for node in reachable(nodes, fused)
+        if not fused(node) and node.kind != "literal" and _constant(node) is None
+    ]
 
 
 def _constant(node: Node) -> np.ndarray | None:

@@ -9,7 +9,9 @@ XLA side by side on random data shaped like the step: XLA compiles the same
 outputs from the same operations of the traced step, for two of the kernel's
 leaves standing for the large ones (so that a scalar read by several leaves
 has several users there too) and for one leaf of each small shape,
-with the kernel's scalars as parameters. A kernel that differs in one bit on
+with the scalars XLA's loop loads as parameters (what the loop computes from
+them, a negated learning rate say, it computes there, as in the plain step;
+LLVM ranks a computed value differently from a loaded one). A kernel that differs in one bit on
 one element is not used for the leaves it stands for; they take the plain
 step. The check costs one small XLA compilation per kind of kernel and step.
 """
@@ -102,12 +104,16 @@ def _run(
     # the large leaves and be checked at its own shape too; a scalar's users
     # decide how XLA divides by it): the kernel reads the arrays at positions
     # after the step's inputs, and the scalars from copies of their nodes.
+    # The random scalars are those XLA's loop loads (``lift.scalars_loaded``):
+    # the cheap scalar operations above them are computed in XLA's loop, as
+    # the plain step computes them (LLVM ranks a computed scalar, a negated
+    # learning rate say, differently from a loaded one), and for the kernel
+    # by XLA beforehand, as ``fused_apply`` computes them.
     arrays: list[list[np.ndarray]] = []
-    scalars: list[list[Any]] = []
-    extra: list[list[int]] = []
+    loaded: list[list[Any]] = []
+    extra: list[list[graph_lib.Node]] = []
     leaves: list[Any] = [None] * len(graph.inputs)
     renamed = []
-    kernel_scalars: dict[int, Any] = {}
     for component, shape in zip(sample, shapes):
         own = []
         for _ in component.inputs:
@@ -117,40 +123,55 @@ def _run(
         arrays.append(own)
         positions = list(range(len(leaves), len(leaves) + len(own)))
         leaves += own
-        own_scalars = [
-            np.bool_(rng.random() < 0.5)
-            if node.dtype == np.bool_
-            else np.float32(rng.uniform(0.1, 0.9))
-            for node, _ in component.scalars
-        ]
-        scalars.append(own_scalars)
+        sources = lift.scalars_loaded([node for node, _ in component.scalars])
+        loaded.append([_random_scalar(rng, node) for node in sources])
         copies = [(dataclasses.replace(node), how) for node, how in component.scalars]
-        kernel_scalars.update((id(node), value) for (node, _), value in zip(copies, own_scalars))
         renamed.append(dataclasses.replace(component, inputs=positions, scalars=copies))
         extra.append(_scalars_used_elsewhere(users, graph, component))
 
-    def reference(array_values: list[list[Any]], scalar_values: list[list[Any]]) -> list[Any]:
+    def known_scalars(component: lift.Component, values: list[Any]) -> dict[int, Any]:
+        sources = lift.scalars_loaded([node for node, _ in component.scalars])
+        return {id(node): value for node, value in zip(sources, values)}
+
+    def reference(array_values: list[list[Any]], loaded_values: list[list[Any]]) -> list[Any]:
         values, returned = [], []
-        for component, shape, own, own_scalars, others in zip(
-            sample, shapes, array_values, scalar_values, extra
+        for component, shape, own, own_loaded, others in zip(
+            sample, shapes, array_values, loaded_values, extra
         ):
             inputs: list[Any] = [None] * len(graph.inputs)
             for index, value in zip(component.inputs, own):
                 inputs[index] = value
-            known = {id(node): value for (node, _), value in zip(component.scalars, own_scalars)}
+            known = known_scalars(component, own_loaded)
             outputs = [graph.outputs[k] for k in component.outputs]
             # A leaf's own shape is the traced one; a stand-in's is given.
             stand_in = shape if shape != _shape(graph, component) else None
-            values += graph_lib.evaluate(outputs, inputs, known=known, shape=stand_in)
+            results = graph_lib.evaluate([*outputs, *others], inputs, known=known, shape=stand_in)
+            values += results[: len(outputs)]
             # A scalar that the step reads elsewhere too is returned, so that
             # it has another user here as well (XLA rewrites a division by a
             # scalar with one user into a product by its reciprocal).
-            returned += [known[key] for key in others]
+            returned += results[len(outputs) :]
         return values + returned
 
+    def kernel_scalars(loaded_values: list[list[Any]]) -> list[list[Any]]:
+        return [
+            graph_lib.evaluate(
+                [node for node, _ in component.scalars],
+                [None] * len(graph.inputs),
+                known=known_scalars(component, own_loaded),
+            )
+            for component, own_loaded in zip(sample, loaded_values)
+        ]
+
     with jax.ensure_compile_time_eval():
-        expected = jax.jit(reference)(arrays, scalars)
-        results = call(sample[0].form, renamed, leaves, kernel_scalars)
+        expected = jax.jit(reference)(arrays, loaded)
+        computed = jax.jit(kernel_scalars)(loaded)
+        by_copy = {
+            id(copy): value
+            for component, values in zip(renamed, computed)
+            for (copy, _), value in zip(component.scalars, values)
+        }
+        results = call(sample[0].form, renamed, leaves, by_copy)
     agrees = []
     position = 0
     for per_component in results:
@@ -164,7 +185,7 @@ def _run(
 
 def _scalars_used_elsewhere(
     users: dict[int, int], graph: graph_lib.Graph, component: lift.Component
-) -> list[int]:
+) -> list[graph_lib.Node]:
     """The component's scalars that the step reads more often than the component does.
 
     Args:
@@ -184,8 +205,17 @@ def _scalars_used_elsewhere(
             for arg in node.args:
                 if not arg.shape:
                     own[id(arg)] = own.get(id(arg), 0) + 1
-    keys = {id(node) for node, _ in component.scalars}
-    return sorted(key for key in keys if users.get(key, 0) > own.get(key, 0))
+    return [node for node, _ in component.scalars if users.get(id(node), 0) > own.get(id(node), 0)]
+
+
+def _random_scalar(rng: np.random.Generator, node: graph_lib.Node) -> Any:
+    """A random value of ``node``'s dtype: a step count, a flag or a hyperparameter."""
+    dtype = np.dtype(node.dtype)
+    if dtype == np.bool_:
+        return np.bool_(rng.random() < 0.5)
+    if dtype.kind in "iu":
+        return dtype.type(rng.integers(1, 100))
+    return dtype.type(rng.uniform(0.1, 0.9))
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
