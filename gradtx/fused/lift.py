@@ -447,10 +447,14 @@ def _program(
         rank = ranks.get(id(node), {})
         if left_factors and right_factors:
             # Two products: LLVM contracts the one its reassociation pass puts
-            # first, the lower-ranked; the left one when their ranks tie. (Not
-            # always: RMSProp with Nesterov momentum contracts otherwise, and
-            # verify.py finds it.)
-            if rank.get(id(args[1]), 0) < rank.get(id(args[0]), 0):
+            # first, the lower-ranked; the left one when their ranks tie,
+            # unless the left one has a factor the loop negates (a traced
+            # -lr): LLVM then makes the sum a subtraction of that product
+            # from the other, and contracts the other (RMSProp's Nesterov
+            # trace, measured). verify.py checks every such choice.
+            left_rank, right_rank = rank.get(id(args[0]), 0), rank.get(id(args[1]), 0)
+            tie_goes_right = name == "add" and left_rank == right_rank and _negated(args[0])
+            if right_rank < left_rank or tie_goes_right:
                 left_factors = None
         if left_factors:
             right_factors = None
@@ -681,6 +685,24 @@ def scalars_loaded(nodes: Sequence[Node]) -> list[Node]:
         for node in reachable(nodes, fused)
         if not fused(node) and node.kind != "literal" and _constant(node) is None
     ]
+
+
+def _negated(product: Node) -> bool:
+    """Whether a factor of ``product`` is a scalar the loop negates (``x * -1``)."""
+
+    def minus_one(node: Node) -> bool:
+        constant = _constant(node)
+        return constant is not None and float(constant) == -1.0
+
+    for factor in product.args:
+        while (
+            factor.kind == "op" and factor.name in _NO_OPS and factor.args[0].dtype == factor.dtype
+        ):
+            factor = factor.args[0]  # XLA removes a cast that changes nothing
+        if factor.kind == "op" and not factor.shape:
+            if factor.name == "neg" or (factor.name == "mul" and any(map(minus_one, factor.args))):
+                return True
+    return False
 
 
 def _constant(node: Node) -> np.ndarray | None:
