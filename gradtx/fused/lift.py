@@ -21,10 +21,9 @@ the one LLVM's reassociation pass ranks first, in the loop that computes it
 (see ``_loop_ranks``). Scalars computed from reductions (a global norm, trust
 ratios) come from the same XLA operations in both steps. Where the model
 knows it cannot follow XLA (a product by a constant one, which XLA folds;
-``rsqrt`` where the
-kernel's form of it, the CPU's estimate and Newton steps, was not found equal
-to XLA's on this machine) the output is left to XLA, and ``verify.py`` checks
-each kernel against XLA before use.
+``rsqrt`` where the kernel's form of it, the CPU's estimate and Newton steps,
+was not found equal to XLA's on this machine) the output is left to XLA, and
+``verify.py`` checks each kernel against XLA before use.
 """
 
 import dataclasses
@@ -610,10 +609,15 @@ def _stored_chain(node: Node) -> set[int]:
     values: set[int] = set()
     while node.kind == "op" and node.shape:
         values.add(id(node))
-        if not (node.name in _NO_OPS and node.args[0].dtype == node.dtype):
+        if not _changes_nothing(node):
             break
         node = node.args[0]
     return values
+
+
+def _changes_nothing(node: Node) -> bool:
+    """Whether ``node`` is a cast or copy to its operand's dtype (XLA removes it)."""
+    return node.kind == "op" and node.name in _NO_OPS and node.args[0].dtype == node.dtype
 
 
 def _loop_ranks(output: Node, separate: set[int]) -> dict[int, dict[int, int]]:
@@ -695,10 +699,8 @@ def _negated(product: Node) -> bool:
         return constant is not None and float(constant) == -1.0
 
     for factor in product.args:
-        while (
-            factor.kind == "op" and factor.name in _NO_OPS and factor.args[0].dtype == factor.dtype
-        ):
-            factor = factor.args[0]  # XLA removes a cast that changes nothing
+        while _changes_nothing(factor):
+            factor = factor.args[0]
         if factor.kind == "op" and not factor.shape:
             if factor.name == "neg" or (factor.name == "mul" and any(map(minus_one, factor.args))):
                 return True

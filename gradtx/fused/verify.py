@@ -11,9 +11,9 @@ leaves standing for the large ones (so that a scalar read by several leaves
 has several users there too) and for one leaf of each small shape,
 with the scalars XLA's loop loads as parameters (what the loop computes from
 them, a negated learning rate say, it computes there, as in the plain step;
-LLVM ranks a computed value differently from a loaded one). A kernel that differs in one bit on
-one element is not used for the leaves it stands for; they take the plain
-step. The check costs one small XLA compilation per kind of kernel and step.
+LLVM ranks a computed value differently from a loaded one). A kernel that
+differs in one bit on one element is not used for the leaves it stands for;
+they take the plain step. The check costs one small XLA compilation per kind of kernel and step.
 """
 
 import dataclasses
@@ -110,6 +110,7 @@ def _run(
     # learning rate say, differently from a loaded one), and for the kernel
     # by XLA beforehand, as ``fused_apply`` computes them.
     arrays: list[list[np.ndarray]] = []
+    sources: list[list[graph_lib.Node]] = []
     loaded: list[list[Any]] = []
     extra: list[list[graph_lib.Node]] = []
     leaves: list[Any] = [None] * len(graph.inputs)
@@ -123,25 +124,24 @@ def _run(
         arrays.append(own)
         positions = list(range(len(leaves), len(leaves) + len(own)))
         leaves += own
-        sources = lift.scalars_loaded([node for node, _ in component.scalars])
-        loaded.append([_random_scalar(rng, node) for node in sources])
+        sources.append(lift.scalars_loaded([node for node, _ in component.scalars]))
+        loaded.append([_random_scalar(rng, node) for node in sources[-1]])
         copies = [(dataclasses.replace(node), how) for node, how in component.scalars]
         renamed.append(dataclasses.replace(component, inputs=positions, scalars=copies))
         extra.append(_scalars_used_elsewhere(users, graph, component))
 
-    def known_scalars(component: lift.Component, values: list[Any]) -> dict[int, Any]:
-        sources = lift.scalars_loaded([node for node, _ in component.scalars])
-        return {id(node): value for node, value in zip(sources, values)}
+    def known_scalars(entry: int, values: list[Any]) -> dict[int, Any]:
+        return {id(node): value for node, value in zip(sources[entry], values)}
 
     def reference(array_values: list[list[Any]], loaded_values: list[list[Any]]) -> list[Any]:
         values, returned = [], []
-        for component, shape, own, own_loaded, others in zip(
-            sample, shapes, array_values, loaded_values, extra
+        for entry, (component, shape, own, own_loaded, others) in enumerate(
+            zip(sample, shapes, array_values, loaded_values, extra)
         ):
             inputs: list[Any] = [None] * len(graph.inputs)
             for index, value in zip(component.inputs, own):
                 inputs[index] = value
-            known = known_scalars(component, own_loaded)
+            known = known_scalars(entry, own_loaded)
             outputs = [graph.outputs[k] for k in component.outputs]
             # A leaf's own shape is the traced one; a stand-in's is given.
             stand_in = shape if shape != _shape(graph, component) else None
@@ -158,9 +158,9 @@ def _run(
             graph_lib.evaluate(
                 [node for node, _ in component.scalars],
                 [None] * len(graph.inputs),
-                known=known_scalars(component, own_loaded),
+                known=known_scalars(entry, own_loaded),
             )
-            for component, own_loaded in zip(sample, loaded_values)
+            for entry, (component, own_loaded) in enumerate(zip(sample, loaded_values))
         ]
 
     with jax.ensure_compile_time_eval():
